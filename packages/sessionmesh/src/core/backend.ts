@@ -1,0 +1,147 @@
+/**
+ * The contract between the store and a backend. A backend is a dumb, atomic
+ * key-value layer with a user index: it never parses session values (they arrive
+ * JSON-encoded, one string per top-level key) and never decides policy (timeouts,
+ * lazy touch, size limits live in the store). Every method is one round trip.
+ *
+ * All times are epoch milliseconds.
+ */
+
+/** What a backend keeps about a session besides its data. */
+export interface SessionMeta {
+  /** When the session was first written. */
+  createdAt: number
+  /** The last write or touch that reached the backend (lazy touch: at most `touchAfter` old). */
+  lastSeenAt: number
+  /** When the backend forgets the session unless it is touched again. */
+  expiresAt: number
+  /** The user the session belongs to, if any; the key of the user index. */
+  userId?: string
+  /** The `User-Agent` of the request that created the session. */
+  userAgent?: string
+  /** The client address of the request that created the session. */
+  ip?: string
+}
+
+/** A session as a backend holds it: each top-level key of the session JSON-encoded on its own. */
+export interface StoredSession {
+  fields: Record<string, string>
+  meta: SessionMeta
+}
+
+/** One atomic change to one session. */
+export interface SessionWrite {
+  /**
+   * `update`: the caller loaded this session; if it is gone (destroyed, revoked,
+   * expired) the write must change nothing and report `gone`.
+   * `create`: the caller holds a session the backend may not have yet (a new id);
+   * it is created if missing, unless it was destroyed (a tombstone exists).
+   */
+  mode: 'create' | 'update'
+  /** Top-level keys to set, each value already JSON-encoded. */
+  set: Record<string, string>
+  /** Top-level keys to remove. */
+  unset: string[]
+  /** Remove every stored key that is not in `set` (a whole-session write). */
+  replace: boolean
+  now: number
+  /** Requested expiry; the backend caps it at `createdAt + maxLifetime`. */
+  expiresAt: number
+  /** Absolute lifetime in ms, counted from `createdAt`; 0 for none. */
+  maxLifetime: number
+  /** The user the session belongs to after this write (moves it between user indexes). */
+  userId: string | undefined
+  /** Recorded only when the write creates the session. */
+  device: { userAgent?: string; ip?: string }
+}
+
+/** `gone`: the session was destroyed or had expired, and nothing was written. */
+export type WriteResult = 'ok' | 'gone'
+
+/** An extension of a session's expiry, with no change to its data. */
+export interface SessionTouch {
+  now: number
+  expiresAt: number
+  maxLifetime: number
+}
+
+/** A session of a user, as the user index lists it. */
+export interface IndexedSession {
+  id: string
+  meta: SessionMeta
+}
+
+/**
+ * What the invalidation bus carries between processes. `v` is the protocol
+ * version: a process ignores versions it does not know, so two releases can run
+ * side by side during a rolling deploy.
+ */
+export interface SessionEvent {
+  v: 1
+  type: 'changed' | 'destroyed'
+  sid: string
+}
+
+/** Current version of {@link SessionEvent}. */
+export const EVENT_PROTOCOL_VERSION = 1
+
+/** A storage backend; see `sessionmesh/memory` and `sessionmesh/redis`. */
+export interface Backend {
+  /** Short name for logs and errors, e.g. `redis`. */
+  readonly kind: string
+  /** The session, or `null` when it does not exist or has expired. Throws {@link MalformedRecordError} for a record it cannot read. */
+  get(sid: string): Promise<StoredSession | null>
+  /** Applies one write atomically, together with the user index. */
+  write(sid: string, write: SessionWrite): Promise<WriteResult>
+  /** Extends the expiry of an existing session; never creates one. */
+  touch(sid: string, touch: SessionTouch): Promise<WriteResult>
+  /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */
+  destroy(sid: string): Promise<void>
+  /** The live sessions of a user; expired entries are pruned on the way. */
+  listUser(userId: string, now: number): Promise<IndexedSession[]>
+  /** Destroys every session of a user except `except`, atomically; returns the ids destroyed. */
+  destroyUser(userId: string, except?: string): Promise<string[]>
+  /** Number of live sessions. May scan: meant for tools, not for requests. */
+  count(): Promise<number>
+  /** Removes every session this backend holds (its prefix or table only). */
+  clear(): Promise<void>
+  /** Starts delivering session events (changes and destroys from every process). */
+  subscribe?(listener: (event: SessionEvent) => void): Promise<() => Promise<void>>
+  /** True when `error` means the backend is unreachable (opens the breaker), false when it answered. */
+  isOutage?(error: unknown): boolean
+  /** Releases what the backend itself opened (not a client it was given). */
+  close(): Promise<void>
+}
+
+/**
+ * A stored record that cannot be read: a corrupt value, another library's format,
+ * the wrong data type. The store treats the session as absent and reports it.
+ */
+export class MalformedRecordError extends Error {
+  constructor(reason: string, options?: { cause?: unknown }) {
+    super(`malformed session record: ${reason}`, options)
+    this.name = 'MalformedRecordError'
+  }
+}
+
+/** The expiry a write or touch ends up with, `maxLifetime` applied. */
+export function cappedExpiry(expiresAt: number, createdAt: number, maxLifetime: number): number {
+  return maxLifetime > 0 ? Math.min(expiresAt, createdAt + maxLifetime) : expiresAt
+}
+
+/** Parses the message a backend published into a {@link SessionEvent}, or `undefined` if it is foreign. */
+export function parseEvent(message: string): SessionEvent | undefined {
+  try {
+    const event = JSON.parse(message) as Partial<SessionEvent> | null
+    if (
+      event?.v === EVENT_PROTOCOL_VERSION &&
+      (event.type === 'changed' || event.type === 'destroyed') &&
+      typeof event.sid === 'string'
+    ) {
+      return { v: 1, type: event.type, sid: event.sid }
+    }
+  } catch {
+    // not JSON: from some other publisher on the channel
+  }
+  return undefined
+}

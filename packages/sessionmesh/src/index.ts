@@ -1,0 +1,30 @@
+export {
+  type Backend,
+  cappedExpiry,
+  EVENT_PROTOCOL_VERSION,
+  type IndexedSession,
+  MalformedRecordError,
+  parseEvent,
+  type SessionEvent,
+  type SessionMeta,
+  type SessionTouch,
+  type SessionWrite,
+  type StoredSession,
+  type WriteResult,
+} from './core/backend.js'
+export { decodeSession, encodedSize, encodeSession, type SessionData } from './core/codec.js'
+export {
+  ErrorCode,
+  InvalidOptionError,
+  SessionMeshError,
+  SessionTooLargeError,
+  StoreUnavailableError,
+} from './core/errors.js'
+export { channels } from './core/telemetry.js'
+export {
+  type Callback,
+  passportUser,
+  SessionStore,
+  type SessionStoreOptions,
+  type UserSession,
+} from './store.js'

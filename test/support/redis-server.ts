@@ -1,0 +1,100 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+/** A free TCP port on loopback, as the kernel hands it out. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() => {
+        if (address && typeof address === 'object') resolve(address.port)
+        else reject(new Error('no port'))
+      })
+    })
+  })
+}
+
+/**
+ * A private `redis-server` on a free loopback port, with nothing kept on disk, that
+ * a test may stop and start again on the same port.
+ */
+export class RedisServer {
+  readonly port: number
+  readonly url: string
+  readonly #dir: string
+  #process: ChildProcess | undefined
+
+  private constructor(port: number) {
+    this.port = port
+    this.url = `redis://127.0.0.1:${port}`
+    this.#dir = mkdtempSync(join(tmpdir(), 'sm-redis-'))
+  }
+
+  static async start(): Promise<RedisServer> {
+    const server = new RedisServer(await freePort())
+    await server.start()
+    return server
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.#dir],
+      { stdio: 'ignore' },
+    )
+    this.#process = child
+    await waitFor(async () => (await ping(this.port)) === '+PONG', `redis-server on ${this.port}`)
+  }
+
+  /** Kills the server at once (SIGKILL): an outage, not a shutdown. */
+  async kill(): Promise<void> {
+    const child = this.#process
+    if (!child || child.exitCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGKILL')
+    await exited
+    this.#process = undefined
+  }
+
+  async stop(): Promise<void> {
+    await this.kill()
+    rmSync(this.#dir, { recursive: true, force: true })
+  }
+}
+
+async function ping(port: number): Promise<string> {
+  const { connect } = await import('node:net')
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.setTimeout(500)
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.once('data', (data) => {
+      resolve(data.toString().trim())
+      socket.destroy()
+    })
+    socket.once('error', () => resolve(''))
+    socket.once('timeout', () => {
+      resolve('')
+      socket.destroy()
+    })
+  })
+}
+
+/** Polls `check` every 20 ms until it holds, for at most `timeoutMs`. */
+export async function waitFor(
+  check: () => Promise<boolean> | boolean,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+}
