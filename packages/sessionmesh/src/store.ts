@@ -131,7 +131,9 @@ export class SessionStore extends EventEmitter {
     this.#maxBytes = positive('maxBytes', options.maxBytes, 65_536)
     const policy = options.onUnavailable ?? 'fail-closed'
     if (policy !== 'fail-closed' && policy !== 'fail-open') {
-      throw new InvalidOptionError(`onUnavailable must be 'fail-closed' or 'fail-open', not ${String(policy)}`)
+      throw new InvalidOptionError(
+        `onUnavailable must be 'fail-closed' or 'fail-open', not ${String(policy)}`,
+      )
     }
     this.#failOpen = policy === 'fail-open'
     const backend = this.backend
@@ -139,7 +141,8 @@ export class SessionStore extends EventEmitter {
       kind: backend.kind,
       timeout: positive('timeout', options.timeout, 300),
       retryAfter: positive('retryAfter', options.retryAfter, 500),
-      isOutage: (error) => !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
+      isOutage: (error) =>
+        !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
     })
   }
 
@@ -343,7 +346,11 @@ export class SessionStore extends EventEmitter {
         reportGone(sid, 'touch')
       } else if (snapshot) {
         snapshot.meta.lastSeenAt = now
-        snapshot.meta.expiresAt = cappedExpiry(touch.expiresAt, snapshot.meta.createdAt, this.#maxLifetime)
+        snapshot.meta.expiresAt = cappedExpiry(
+          touch.expiresAt,
+          snapshot.meta.createdAt,
+          this.#maxLifetime,
+        )
       }
     } catch (error) {
       // A failed touch only means the expiry was not extended this time; the
@@ -358,7 +365,12 @@ export class SessionStore extends EventEmitter {
       return await this.#guard.run(call)
     } catch (error) {
       if (error instanceof StoreUnavailableError) {
-        reportUnavailable(operation, this.backend.kind, error, this.#failOpen ? 'fail-open' : 'fail-closed')
+        reportUnavailable(
+          operation,
+          this.backend.kind,
+          error,
+          this.#failOpen ? 'fail-open' : 'fail-closed',
+        )
       }
       throw error
     }

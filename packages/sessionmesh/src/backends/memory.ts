@@ -187,9 +187,9 @@ class MemoryBackend implements Backend {
       return
     }
     meta.userId = userId
-    let set = this.#users.get(userId)
-    if (!set) this.#users.set(userId, (set = new Set()))
-    set.add(sid)
+    const set = this.#users.get(userId)
+    if (set) set.add(sid)
+    else this.#users.set(userId, new Set([sid]))
   }
 
   #emit(type: SessionEvent['type'], sid: string): void {
@@ -198,7 +198,8 @@ class MemoryBackend implements Backend {
   }
 
   #sweep(now: number): void {
-    for (const [sid, entry] of this.#sessions) if (entry.meta.expiresAt <= now) this.#forget(sid, entry)
+    for (const [sid, entry] of this.#sessions)
+      if (entry.meta.expiresAt <= now) this.#forget(sid, entry)
     for (const [sid, until] of this.#tombstones) if (until <= now) this.#tombstones.delete(sid)
   }
 }

@@ -195,7 +195,9 @@ class RedisBackend implements Backend {
   constructor(options: RedisBackendOptions) {
     const client = options.client as Partial<NodeRedisLike & IoredisLike> | undefined
     if (typeof client?.call !== 'function' && typeof client?.sendCommand !== 'function') {
-      throw new InvalidOptionError('redisBackend needs `client`: a connected node-redis (v5+) or ioredis client')
+      throw new InvalidOptionError(
+        'redisBackend needs `client`: a connected node-redis (v5+) or ioredis client',
+      )
     }
     this.#client = options.client
     this.#prefix = options.prefix ?? 'sm:'
@@ -208,9 +210,12 @@ class RedisBackend implements Backend {
       reply = await this.#command('HGETALL', this.#key(sid))
     } catch (error) {
       if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) {
-        throw new MalformedRecordError('the key holds another data type (another library’s format?)', {
-          cause: error,
-        })
+        throw new MalformedRecordError(
+          'the key holds another data type (another library’s format?)',
+          {
+            cause: error,
+          },
+        )
       }
       throw error
     }
@@ -382,18 +387,27 @@ interface Subscriber {
 
 /** An error reply from the server (ioredis's ReplyError, node-redis's ErrorReply): the server is up. */
 function isReply(error: unknown): error is Error {
-  return error instanceof Error && (error.name === 'ReplyError' || error.name === 'ErrorReply')
+  if (!(error instanceof Error)) return false
+  // node-redis leaves `name` as 'Error' on its subclasses, so look at the classes.
+  for (let proto = Object.getPrototypeOf(error); proto && proto !== Error.prototype; ) {
+    const name = (proto as { constructor?: { name?: string } }).constructor?.name
+    if (name === 'ReplyError' || name === 'ErrorReply') return true
+    proto = Object.getPrototypeOf(proto)
+  }
+  return false
 }
 
 /** HGETALL answers a flat array in RESP2 and a map in RESP3. */
 function toPairs(reply: unknown): Array<[string, string]> {
   if (Array.isArray(reply)) {
     const pairs: Array<[string, string]> = []
-    for (let i = 0; i + 1 < reply.length; i += 2) pairs.push([String(reply[i]), String(reply[i + 1])])
+    for (let i = 0; i + 1 < reply.length; i += 2)
+      pairs.push([String(reply[i]), String(reply[i + 1])])
     return pairs
   }
   if (reply instanceof Map) return [...reply].map(([k, v]) => [String(k), String(v)])
-  if (reply && typeof reply === 'object') return Object.entries(reply).map(([k, v]) => [k, String(v)])
+  if (reply && typeof reply === 'object')
+    return Object.entries(reply).map(([k, v]) => [k, String(v)])
   return []
 }
 

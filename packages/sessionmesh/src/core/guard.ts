@@ -78,7 +78,8 @@ export class Guard {
     const { timeout, kind } = this.#options
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new StoreUnavailableError(`${kind} backend did not answer within ${timeout} ms`)),
+        () =>
+          reject(new StoreUnavailableError(`${kind} backend did not answer within ${timeout} ms`)),
         timeout,
       )
       let pending: Promise<T>

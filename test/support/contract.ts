@@ -1,0 +1,252 @@
+import { randomUUID } from 'node:crypto'
+import {
+  type Backend,
+  MalformedRecordError,
+  type SessionEvent,
+  type SessionWrite,
+} from 'sessionmesh'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+/** What a backend's test file hands the contract suite. */
+export interface ContractSubject {
+  backend: Backend
+  /**
+   * Makes the stored record of an existing session unreadable (wrong type, missing
+   * metadata). Absent for backends whose records only they can write (memory).
+   */
+  corrupt?(sid: string): Promise<void>
+  /** Drops whatever the subject created (schema, server, client). */
+  cleanup(): Promise<void>
+}
+
+const HOUR = 3_600_000
+
+/** A write as a new session's first save makes it. */
+export function createWrite(overrides: Partial<SessionWrite> = {}): SessionWrite {
+  const now = Date.now()
+  return {
+    mode: 'create',
+    set: { cookie: '{"originalMaxAge":3600000,"path":"/","httpOnly":true}' },
+    unset: [],
+    replace: true,
+    now,
+    expiresAt: now + HOUR,
+    maxLifetime: 0,
+    userId: undefined,
+    device: { userAgent: 'Contract/1.0', ip: '127.0.0.1' },
+    ...overrides,
+  }
+}
+
+/** A delta write by a request that loaded the session. */
+export function updateWrite(
+  set: Record<string, string>,
+  unset: string[] = [],
+  overrides: Partial<SessionWrite> = {},
+): SessionWrite {
+  return { ...createWrite(), mode: 'update', set, unset, replace: false, device: {}, ...overrides }
+}
+
+const sid = () => randomUUID().replaceAll('-', '')
+
+/**
+ * The promises every backend keeps, checked against the real thing. Each backend's
+ * test file calls this once with a factory for a fresh, isolated subject.
+ */
+export function backendContract(name: string, make: () => Promise<ContractSubject>): void {
+  describe(`backend contract: ${name}`, () => {
+    let subject: ContractSubject
+    let backend: Backend
+
+    beforeAll(async () => {
+      subject = await make()
+      backend = subject.backend
+    })
+    afterAll(async () => {
+      await subject?.cleanup()
+    })
+
+    it('answers null for a session it never saw', async () => {
+      expect(await backend.get(sid())).toBeNull()
+    })
+
+    it('stores a new session with its fields, times and device', async () => {
+      const id = sid()
+      const write = createWrite({ set: { cookie: '{}', cart: '[1,2]' }, userId: 'u-create' })
+      expect(await backend.write(id, write)).toBe('ok')
+      const stored = await backend.get(id)
+      expect(stored?.fields).toEqual({ cookie: '{}', cart: '[1,2]' })
+      expect(stored?.meta).toMatchObject({
+        createdAt: write.now,
+        lastSeenAt: write.now,
+        expiresAt: write.expiresAt,
+        userId: 'u-create',
+        userAgent: 'Contract/1.0',
+        ip: '127.0.0.1',
+      })
+    })
+
+    it('applies a delta: sets and removes only the keys named, keeps the rest', async () => {
+      const id = sid()
+      await backend.write(id, createWrite({ set: { cookie: '{}', a: '1', b: '2', c: '3' } }))
+      expect(await backend.write(id, updateWrite({ b: '20', d: '4' }, ['c']))).toBe('ok')
+      expect((await backend.get(id))?.fields).toEqual({ cookie: '{}', a: '1', b: '20', d: '4' })
+    })
+
+    it('keeps every key of 100 concurrent deltas on one session (no lost update)', async () => {
+      const id = sid()
+      await backend.write(id, createWrite())
+      const results = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          backend.write(id, updateWrite({ [`k${i}`]: `${i}` })),
+        ),
+      )
+      expect(results.every((r) => r === 'ok')).toBe(true)
+      const fields = (await backend.get(id))?.fields ?? {}
+      for (let i = 0; i < 100; i++) expect(fields[`k${i}`]).toBe(`${i}`)
+    })
+
+    it('a whole-session write (replace) removes the keys it does not carry', async () => {
+      const id = sid()
+      await backend.write(id, createWrite({ set: { cookie: '{}', old: '1' } }))
+      await backend.write(id, createWrite({ set: { cookie: '{}', fresh: '2' } }))
+      expect((await backend.get(id))?.fields).toEqual({ cookie: '{}', fresh: '2' })
+    })
+
+    it('refuses a delta on a session that does not exist, and creates nothing', async () => {
+      const id = sid()
+      expect(await backend.write(id, updateWrite({ a: '1' }))).toBe('gone')
+      expect(await backend.get(id)).toBeNull()
+    })
+
+    it('destroy is final: neither a delta nor a whole write brings the session back', async () => {
+      const id = sid()
+      await backend.write(id, createWrite({ userId: 'u-destroy' }))
+      await backend.destroy(id)
+      expect(await backend.get(id)).toBeNull()
+      expect(await backend.write(id, updateWrite({ a: '1' }))).toBe('gone')
+      expect(await backend.write(id, createWrite())).toBe('gone')
+      expect(
+        await backend.touch(id, { now: Date.now(), expiresAt: Date.now() + HOUR, maxLifetime: 0 }),
+      ).toBe('gone')
+      expect(await backend.get(id)).toBeNull()
+      expect(await backend.listUser('u-destroy', Date.now())).toEqual([])
+    })
+
+    it('forgets a session when it expires', async () => {
+      const id = sid()
+      await backend.write(id, createWrite({ expiresAt: Date.now() + 300, userId: 'u-expire' }))
+      expect(await backend.get(id)).not.toBeNull()
+      await expect.poll(() => backend.get(id), { timeout: 3000, interval: 50 }).toBeNull()
+      expect(await backend.listUser('u-expire', Date.now())).toEqual([])
+    })
+
+    it('touch extends the expiry of an existing session and never creates one', async () => {
+      const id = sid()
+      const write = createWrite({ expiresAt: Date.now() + 2000 })
+      await backend.write(id, write)
+      const later = Date.now() + 10
+      expect(await backend.touch(id, { now: later, expiresAt: later + HOUR, maxLifetime: 0 })).toBe(
+        'ok',
+      )
+      const meta = (await backend.get(id))?.meta
+      expect(meta?.expiresAt).toBe(later + HOUR)
+      expect(meta?.lastSeenAt).toBe(later)
+      expect(meta?.createdAt).toBe(write.now)
+      const missing = sid()
+      expect(
+        await backend.touch(missing, { now: later, expiresAt: later + HOUR, maxLifetime: 0 }),
+      ).toBe('gone')
+      expect(await backend.get(missing)).toBeNull()
+    })
+
+    it('caps the expiry at createdAt + maxLifetime, on writes and touches', async () => {
+      const id = sid()
+      const write = createWrite({ maxLifetime: 5000 })
+      await backend.write(id, write)
+      expect((await backend.get(id))?.meta.expiresAt).toBe(write.now + 5000)
+      await backend.touch(id, { now: Date.now(), expiresAt: Date.now() + HOUR, maxLifetime: 5000 })
+      expect((await backend.get(id))?.meta.expiresAt).toBe(write.now + 5000)
+      await backend.write(
+        id,
+        updateWrite({ a: '1' }, [], { expiresAt: Date.now() + HOUR, maxLifetime: 5000 }),
+      )
+      expect((await backend.get(id))?.meta.expiresAt).toBe(write.now + 5000)
+    })
+
+    it('indexes sessions by user, moves them with the user, and lists only live ones', async () => {
+      const user = `u-${sid()}`
+      const other = `v-${sid()}`
+      const [a, b, c] = [sid(), sid(), sid()]
+      await backend.write(a, createWrite({ userId: user }))
+      await backend.write(b, createWrite({ userId: user }))
+      await backend.write(c, createWrite({ userId: other }))
+      const ids = async (u: string) =>
+        (await backend.listUser(u, Date.now())).map((s) => s.id).sort()
+      expect(await ids(user)).toEqual([a, b].sort())
+
+      await backend.write(b, updateWrite({ x: '1' }, [], { userId: other }))
+      expect(await ids(user)).toEqual([a])
+      expect(await ids(other)).toEqual([b, c].sort())
+
+      await backend.write(a, updateWrite({ x: '1' }, [], { userId: undefined }))
+      expect(await ids(user)).toEqual([])
+      expect((await backend.get(a))?.meta.userId).toBeUndefined()
+
+      const listed = await backend.listUser(other, Date.now())
+      expect(listed[0]?.meta).toMatchObject({
+        userId: other,
+        userAgent: 'Contract/1.0',
+        ip: '127.0.0.1',
+      })
+    })
+
+    it('revokes every session of a user but the one kept, atomically', async () => {
+      const user = `u-${sid()}`
+      const keep = sid()
+      const others = [sid(), sid(), sid()]
+      for (const id of [keep, ...others]) await backend.write(id, createWrite({ userId: user }))
+      const revoked = await backend.destroyUser(user, keep)
+      expect(revoked.sort()).toEqual([...others].sort())
+      for (const id of others) {
+        expect(await backend.get(id)).toBeNull()
+        expect(await backend.write(id, updateWrite({ a: '1' }))).toBe('gone')
+      }
+      expect((await backend.listUser(user, Date.now())).map((s) => s.id)).toEqual([keep])
+      expect(await backend.destroyUser(user)).toEqual([keep])
+      expect(await backend.listUser(user, Date.now())).toEqual([])
+    })
+
+    it('reports a record it cannot read as malformed', async (context) => {
+      if (!subject.corrupt) return context.skip()
+      const id = sid()
+      await backend.write(id, createWrite())
+      await subject.corrupt(id)
+      await expect(backend.get(id)).rejects.toBeInstanceOf(MalformedRecordError)
+    })
+
+    it('publishes changes and destroys to subscribers', async (context) => {
+      if (!backend.subscribe) return context.skip()
+      const events: SessionEvent[] = []
+      const unsubscribe = await backend.subscribe((event) => events.push(event))
+      try {
+        const id = sid()
+        await backend.write(id, createWrite())
+        await backend.destroy(id)
+        await expect
+          .poll(() => events.filter((e) => e.sid === id).map((e) => e.type), { timeout: 3000 })
+          .toEqual(['changed', 'destroyed'])
+        expect(events.every((e) => e.v === 1)).toBe(true)
+      } finally {
+        await unsubscribe()
+      }
+    })
+
+    it('counts live sessions and clears them all', async () => {
+      await backend.write(sid(), createWrite())
+      expect(await backend.count()).toBeGreaterThan(0)
+      await backend.clear()
+      expect(await backend.count()).toBe(0)
+    })
+  })
+}
