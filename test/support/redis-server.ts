@@ -72,6 +72,11 @@ export class RedisServer {
     this.#process = undefined
   }
 
+  /** Sends a signal: SIGSTOP makes the server hang with its connections open, SIGCONT resumes it. */
+  signal(signal: NodeJS.Signals): void {
+    this.#process?.kill(signal)
+  }
+
   async stop(): Promise<void> {
     await this.kill()
     rmSync(this.#dir, { recursive: true, force: true })
