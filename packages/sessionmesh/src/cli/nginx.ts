@@ -1,0 +1,120 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { renderNginxConfig } from './nginx-config.js'
+import { isListening, sleep, waitUntil } from './system.js'
+
+/**
+ * The `user` nginx workers should drop to: only when this process is root, where
+ * nginx's built-in default (`nobody nobody`) fails on systems without a `nobody`
+ * group, such as Debian. Undefined when not root.
+ */
+export function nginxUser(): string | undefined {
+  if (process.getuid?.() !== 0) return undefined
+  let group = 'nogroup'
+  try {
+    const line = readFileSync('/etc/group', 'utf8')
+      .split('\n')
+      .find((entry) => entry.split(':')[2] === '65534')
+    if (line) group = line.split(':')[0] ?? group
+  } catch {
+    // No /etc/group: keep the Debian name.
+  }
+  return `nobody ${group}`
+}
+
+/** Options of {@link startNginx}. */
+export interface NginxOptions {
+  /** The nginx executable. */
+  bin: string
+  /** A private, empty directory nginx may fill (config, pid, logs, temp files). */
+  prefix: string
+  /** `host:port` where nginx listens. */
+  listen: string
+  /** The nodes, as `host:port`. */
+  upstreams: string[]
+  sticky: boolean
+}
+
+/** A running private nginx. */
+export interface RunningNginx {
+  process: ChildProcess
+  configPath: string
+  /** Graceful stop (SIGQUIT: finish in-flight requests), SIGKILL after `timeoutMs`. */
+  stop(timeoutMs?: number): Promise<void>
+}
+
+/** Writes the managed config into `prefix`, starts nginx on it, and waits until it listens. */
+export async function startNginx(options: NginxOptions): Promise<RunningNginx> {
+  const { prefix } = options
+  mkdirSync(join(prefix, 'logs'), { recursive: true })
+  mkdirSync(join(prefix, 'temp'), { recursive: true })
+  // Workers run as nobody when the master is root: they must reach the temp dirs.
+  chmodSync(prefix, 0o755)
+  const user = nginxUser()
+  const configPath = join(prefix, 'nginx.conf')
+  writeFileSync(
+    configPath,
+    renderNginxConfig({
+      upstreams: options.upstreams,
+      listen: options.listen,
+      sticky: options.sticky,
+      managed: user ? { prefix, user } : { prefix },
+    }),
+  )
+  const args = ['-p', prefix, '-c', configPath]
+  // -e (1.19.5+) keeps even the errors before the config is read out of /var/log.
+  if (supportsErrorLogFlag(options.bin)) args.push('-e', join(prefix, 'logs', 'error.log'))
+  const child = spawn(options.bin, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true })
+  let stderr = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  const port = Number(options.listen.split(':').pop())
+  await waitUntil(
+    () => isListening(port),
+    `nginx on ${options.listen}`,
+    10_000,
+    () =>
+      child.exitCode !== null || child.signalCode !== null
+        ? `nginx exited: ${stderr.trim() || errorLogTail(prefix)}`
+        : undefined,
+  )
+  return {
+    process: child,
+    configPath,
+    stop: (timeoutMs = 5_000) => stopProcess(child, 'SIGQUIT', timeoutMs),
+  }
+}
+
+function supportsErrorLogFlag(bin: string): boolean {
+  const version = /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(
+    spawnSync(bin, ['-v'], { encoding: 'utf8' }).stderr,
+  )
+  if (!version) return false
+  const [major, minor, patch] = version.slice(1).map(Number) as [number, number, number]
+  return major > 1 || minor > 19 || (minor === 19 && patch >= 5)
+}
+
+/** The last lines of nginx's error log, for a message about why it stopped. */
+export function errorLogTail(prefix: string): string {
+  const path = join(prefix, 'logs', 'error.log')
+  if (!existsSync(path)) return '(no error log)'
+  return readFileSync(path, 'utf8').trim().split('\n').slice(-5).join('\n')
+}
+
+/** Sends `signal`, then SIGKILL if the process is still there after `timeoutMs`. */
+export async function stopProcess(
+  child: ChildProcess,
+  signal: NodeJS.Signals,
+  timeoutMs: number,
+): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill(signal)
+  const timedOut = await Promise.race([exited.then(() => false), sleep(timeoutMs).then(() => true)])
+  if (timedOut) {
+    child.kill('SIGKILL')
+    await exited
+  }
+}
