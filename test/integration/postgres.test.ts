@@ -1,0 +1,99 @@
+import { randomUUID } from 'node:crypto'
+import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
+import { describe, expect, it } from 'vitest'
+import { backendContract, createWrite, updateWrite } from '../support/contract.js'
+import { pgSchema } from '../support/sql.js'
+
+// A corrupt record: the fields column holds an array instead of an object of strings.
+backendContract('postgres', async () => {
+  const { pool, schema, drop } = await pgSchema()
+  const table = `${schema}.sessions`
+  await migratePostgres(pool, { table })
+  const backend = postgresBackend({ pool, table, cleanupInterval: 0 })
+  return {
+    backend,
+    corrupt: async (sid) => {
+      await pool.query(`UPDATE ${table} SET fields = '[1, 2]'::jsonb WHERE id = $1`, [sid])
+    },
+    cleanup: async () => {
+      await backend.close()
+      await drop()
+    },
+  }
+})
+
+const sid = () => randomUUID().replaceAll('-', '')
+
+describe('postgres backend', () => {
+  it('migration is idempotent and safe to run from several callers at once', async () => {
+    const { pool, schema, drop } = await pgSchema()
+    try {
+      const table = `${schema}.sessions`
+      await Promise.all([1, 2, 3, 4].map(() => migratePostgres(pool, { table })))
+      await migratePostgres(pool, { table })
+      const backend = postgresBackend({ pool, table, cleanupInterval: 0 })
+      expect(await backend.write(sid(), createWrite())).toBe('ok')
+      expect(await backend.count()).toBe(1)
+    } finally {
+      await drop()
+    }
+  })
+
+  it('a create racing a destroy of the same id never leaves the session alive', async () => {
+    const { pool, schema, drop } = await pgSchema()
+    try {
+      const table = `${schema}.sessions`
+      await migratePostgres(pool, { table })
+      const backend = postgresBackend({ pool, table, cleanupInterval: 0 })
+      for (let i = 0; i < 50; i++) {
+        const id = sid()
+        const [written] = await Promise.all([backend.write(id, createWrite()), backend.destroy(id)])
+        // Whichever ran first, the destroy wins: the session is gone afterwards.
+        expect(['ok', 'gone']).toContain(written)
+        expect(await backend.get(id)).toBeNull()
+        expect(await backend.write(id, updateWrite({ a: '1' }))).toBe('gone')
+      }
+    } finally {
+      await drop()
+    }
+  })
+
+  it('a create on an expired session starts it afresh, without the old keys', async () => {
+    const { pool, schema, drop } = await pgSchema()
+    try {
+      const table = `${schema}.sessions`
+      await migratePostgres(pool, { table })
+      const backend = postgresBackend({ pool, table, cleanupInterval: 0 })
+      const id = sid()
+      const past = Date.now() - 10_000
+      await backend.write(id, createWrite({ now: past, expiresAt: past + 1000, set: { old: '1' } }))
+      expect(await backend.write(id, updateWrite({ a: '1' }))).toBe('gone')
+      const write = createWrite({ set: { fresh: '2' }, replace: false })
+      expect(await backend.write(id, write)).toBe('ok')
+      const stored = await backend.get(id)
+      expect(stored?.fields).toEqual({ fresh: '2' })
+      expect(stored?.meta.createdAt).toBe(write.now)
+    } finally {
+      await drop()
+    }
+  })
+
+  it('tells an outage (nothing listening) from an SQL error', async () => {
+    const pg = (await import('pg')).default
+    const dead = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:1/test' })
+    const backend = postgresBackend({ pool: dead, cleanupInterval: 0 })
+    const refused = await backend.get('x').catch((error: unknown) => error)
+    expect(backend.isOutage?.(refused)).toBe(true)
+    await dead.end()
+
+    const { pool, schema, drop } = await pgSchema()
+    try {
+      const missing = postgresBackend({ pool, table: `${schema}.nope`, cleanupInterval: 0 })
+      const sqlError = await missing.get('x').catch((error: unknown) => error)
+      expect(sqlError).toBeInstanceOf(Error)
+      expect(missing.isOutage?.(sqlError)).toBe(false)
+    } finally {
+      await drop()
+    }
+  })
+})
