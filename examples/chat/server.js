@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// Runs one node of the demo: `node server.js`, configured by the environment that
+// `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET.
+
+import { randomBytes } from 'node:crypto'
+import { realpathSync } from 'node:fs'
+import { createServer } from 'node:http'
+import { Server as NetServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import pino from 'pino'
+import { createClient } from 'redis'
+import { SessionStore } from 'sessionmesh'
+import { redisBackend } from 'sessionmesh/redis'
+import { createApp, demoUsers } from './app.js'
+
+/**
+ * nginx keeps idle upstream connections for 60 s (`keepalive_timeout` in the
+ * generated config). The node keeps them longer, so that nginx, not the node,
+ * closes an idle one: a node closing it could race a request nginx is sending on it.
+ */
+const KEEP_ALIVE_MS = 65_000
+/** How long a draining node keeps idle connections open for nginx to stop using them. */
+const DRAIN_GRACE_MS = 1_000
+/** Longest wait for in-flight requests at shutdown before the process exits anyway. */
+const SHUTDOWN_TIMEOUT_MS = 10_000
+
+/**
+ * Starts one node: connects to Redis, builds the app and listens. SIGTERM and SIGINT
+ * drain it: it stops accepting connections at once (nginx moves on to other nodes),
+ * answers what it already has with `Connection: close`, then exits.
+ *
+ * @param {object} options
+ * @param {number} options.port
+ * @param {string} [options.host] default 127.0.0.1: only nginx on this host talks to the node
+ * @param {string} options.nodeId
+ * @param {string} options.redisUrl
+ * @param {string} options.secret
+ * @param {import('pino').Logger} options.logger
+ * @param {string} [options.password] the demo accounts' password
+ */
+export async function startNode(options) {
+  const { logger, nodeId } = options
+  const client = createClient({
+    url: options.redisUrl,
+    // Keep retrying while Redis is away; the store's own timeout turns requests
+    // meanwhile into a quick 503 instead of a hang.
+    socket: { reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 1_000) },
+  })
+  let redisDown = false
+  client.on('error', (error) => {
+    if (!redisDown) logger.warn({ err: error.message }, 'redis connection lost')
+    redisDown = true
+  })
+  client.on('ready', () => {
+    if (redisDown) logger.info('redis connection back')
+    redisDown = false
+  })
+  await client.connect()
+
+  const store = new SessionStore({ backend: redisBackend({ client }) })
+  let draining = false
+  const { app } = createApp({
+    store,
+    nodeId,
+    logger,
+    secret: options.secret,
+    users: demoUsers(options.password),
+    draining: () => draining,
+  })
+  const server = createServer(app)
+  server.keepAliveTimeout = KEEP_ALIVE_MS
+  server.headersTimeout = KEEP_ALIVE_MS + 1_000
+  await new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
+  })
+  logger.info({ port: options.port }, 'listening')
+
+  let closing
+  const close = () => {
+    closing ??= new Promise((resolve) => {
+      draining = true
+      // http.Server#close would also drop idle keepalive connections at once, and
+      // nginx may be writing a request on one right now: close only the listener.
+      NetServer.prototype.close.call(server, () => resolve(undefined))
+      setTimeout(() => server.closeIdleConnections(), DRAIN_GRACE_MS).unref()
+      setTimeout(() => server.closeAllConnections(), SHUTDOWN_TIMEOUT_MS).unref()
+    }).then(async () => {
+      await store.close()
+      // Nothing is in flight any more; close() would wait for a Redis that may be gone.
+      client.destroy()
+    })
+    return closing
+  }
+  return { server, store, client, app, close }
+}
+
+async function main() {
+  const nodeId = process.env.SESSIONMESH_NODE_ID ?? `node-${process.pid}`
+  const logger = pino({
+    level: process.env.LOG_LEVEL ?? 'info',
+    base: { node: nodeId, pid: process.pid },
+  })
+  const port = Number(process.env.PORT ?? 3000)
+  let secret = process.env.SESSION_SECRET
+  if (!secret) {
+    // Fine for one process; nodes behind one nginx must share a secret.
+    secret = randomBytes(32).toString('base64url')
+    logger.warn('SESSION_SECRET is not set: using a random one, valid for this process only')
+  }
+  const node = await startNode({
+    port,
+    nodeId,
+    secret,
+    logger,
+    redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    ...(process.env.HOST ? { host: process.env.HOST } : {}),
+    ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
+  })
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.once(signal, async () => {
+      logger.info({ signal }, 'draining')
+      await node.close()
+      logger.info('stopped')
+      process.exit(0)
+    })
+  }
+}
+
+const entry = process.argv[1] ? realpathSync(process.argv[1]) : ''
+if (entry === fileURLToPath(import.meta.url)) {
+  main().catch((error) => {
+    console.error(error)
+    process.exit(1)
+  })
+}
