@@ -39,12 +39,9 @@ export interface PgResult {
 export interface PgClientLike {
   query(text: string, values?: unknown[]): Promise<PgResult>
   release(error?: Error | boolean): void
-  on(
-    event: 'notification',
-    listener: (message: { channel: string; payload?: string }) => void,
-  ): unknown
-  on(event: 'error', listener: (error: Error) => void): unknown
-  on(event: 'end', listener: () => void): unknown
+  // One loose signature: node-postgres declares `on` as a generic over its events,
+  // which no list of overloads in a structural type can match.
+  on(event: 'notification' | 'error' | 'end', listener: (...args: never[]) => void): unknown
   removeAllListeners(event?: string): unknown
 }
 
