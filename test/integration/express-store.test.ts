@@ -191,13 +191,13 @@ describe('outage policy, against a redis-server that is killed and restarted', (
     await own.stop()
   })
 
-  async function appOn(options: SessionStoreOptions['onUnavailable']): Promise<TestApp> {
+  async function appOn(policy: 'fail-closed' | 'fail-open'): Promise<TestApp> {
     const client = createClient({ url: own.url, socket: { reconnectStrategy: () => 100 } })
     client.on('error', () => {})
     await client.connect()
     const store = new SessionStore({
       backend: redisBackend({ client }),
-      onUnavailable: options,
+      onUnavailable: policy,
     })
     const app = await startApp(store)
     opened.push(app, { close: async () => client.destroy() })

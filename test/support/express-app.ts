@@ -113,6 +113,14 @@ export async function startApp(
   }
 }
 
+/** A fetch response, with JSON bodies left loosely typed for assertions. */
+export interface TestResponse {
+  status: number
+  headers: Headers
+  json(): Promise<any>
+  text(): Promise<string>
+}
+
 /** A client with one cookie jar: what one browser is. */
 export class Client {
   cookie = ''
@@ -125,7 +133,7 @@ export class Client {
     method: string,
     path: string,
     body?: unknown,
-  ): Promise<Response & { json(): Promise<any> }> {
+  ): Promise<TestResponse> {
     const headers: Record<string, string> = { 'user-agent': this.userAgent }
     if (this.cookie) headers.cookie = this.cookie
     if (body !== undefined) headers['content-type'] = 'application/json'
@@ -134,10 +142,10 @@ export class Client {
     const response = await fetch(`${this.base}${path}`, init)
     const set = response.headers.get('set-cookie')
     if (set) this.cookie = set.split(';')[0] ?? ''
-    return response as Response & { json(): Promise<any> }
+    return response as TestResponse
   }
 
-  login(username: string): Promise<Response> {
+  login(username: string): Promise<TestResponse> {
     return this.request('POST', '/login', { username, password: 'pw' })
   }
 
