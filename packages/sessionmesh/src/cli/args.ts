@@ -1,0 +1,178 @@
+import { parseArgs } from 'node:util'
+import { UsageError } from './system.js'
+
+/** What `sessionmesh help` prints. */
+export const USAGE = `Usage: sessionmesh <command> [options]
+
+Commands:
+  up        Run N app nodes behind nginx, sharing sessions in Redis
+              --nodes N        app processes (default 4)
+              --port P         nginx listens on 127.0.0.1:P (default 8080)
+              --base-port B    node k listens on B + k - 1 (default P + 1)
+              --app PATH       the app module each node runs with node
+                               (default: the demo, examples/chat/server.js)
+              --redis URL      use this Redis (default: a private redis-server
+                               on a free port, data in a temporary directory)
+              --sticky         route socket.io long-polling by session cookie
+            SIGHUP, or \`sessionmesh restart\`, restarts the nodes one at a time.
+  restart   Rolling restart of the nodes of a running \`sessionmesh up\`
+              --port P         the port that \`up\` serves on (default 8080)
+  nginx     Print an nginx config (for /etc/nginx/conf.d/) for given nodes
+              --upstream H:P   a node; repeat for each (at least one)
+              --port P         where nginx listens: P or ADDRESS:P (default 80)
+              --sticky         route socket.io long-polling by session cookie
+              --cookie NAME    session cookie the sticky hash reads
+                               (default sessionmesh)
+  pm2       Print a pm2 ecosystem file (fork mode, one app per node)
+              --nodes N, --base-port B (default 3001), --app PATH,
+              --redis URL (default redis://127.0.0.1:6379), --name (sessionmesh)
+  help      Print this help
+`
+
+/** Options of `sessionmesh up`. */
+export interface UpArgs {
+  nodes: number
+  port: number
+  basePort: number
+  app: string | undefined
+  redis: string | undefined
+  sticky: boolean
+}
+
+/** Options of `sessionmesh nginx`. */
+export interface NginxArgs {
+  upstreams: string[]
+  listen: string
+  sticky: boolean
+  cookie: string
+}
+
+/** Options of `sessionmesh pm2`. */
+export interface Pm2Args {
+  nodes: number
+  basePort: number
+  app: string | undefined
+  redis: string
+  name: string
+}
+
+/** Parses the options of `sessionmesh up`. */
+export function parseUpArgs(argv: string[]): UpArgs {
+  const { values } = parse('up', argv, {
+    nodes: { type: 'string' },
+    port: { type: 'string' },
+    'base-port': { type: 'string' },
+    app: { type: 'string' },
+    redis: { type: 'string' },
+    sticky: { type: 'boolean' },
+  })
+  const nodes = integer('--nodes', values.nodes, 4, 1, 64)
+  const port = integer('--port', values.port, 8080, 1, 65_535)
+  const basePort = integer('--base-port', values['base-port'], port + 1, 1, 65_535 - nodes + 1)
+  if (port >= basePort && port < basePort + nodes) {
+    throw new UsageError(
+      `--port ${port} falls among the node ports ${basePort}-${basePort + nodes - 1}`,
+    )
+  }
+  if (values.redis !== undefined) redisUrl(values.redis)
+  return {
+    nodes,
+    port,
+    basePort,
+    app: values.app,
+    redis: values.redis,
+    sticky: values.sticky ?? false,
+  }
+}
+
+/** Parses the options of `sessionmesh restart`. */
+export function parseRestartArgs(argv: string[]): { port: number } {
+  const { values } = parse('restart', argv, { port: { type: 'string' } })
+  return { port: integer('--port', values.port, 8080, 1, 65_535) }
+}
+
+/** Parses the options of `sessionmesh nginx`. */
+export function parseNginxArgs(argv: string[]): NginxArgs {
+  const { values } = parse('nginx', argv, {
+    upstream: { type: 'string', multiple: true },
+    port: { type: 'string' },
+    sticky: { type: 'boolean' },
+    cookie: { type: 'string' },
+  })
+  const upstreams = values.upstream ?? []
+  if (upstreams.length === 0) {
+    throw new UsageError(
+      'nginx: give each node with --upstream HOST:PORT, e.g. --upstream 127.0.0.1:3001',
+    )
+  }
+  return {
+    upstreams,
+    listen: values.port ?? '80',
+    sticky: values.sticky ?? false,
+    cookie: values.cookie ?? 'sessionmesh',
+  }
+}
+
+/** Parses the options of `sessionmesh pm2`. */
+export function parsePm2Args(argv: string[]): Pm2Args {
+  const { values } = parse('pm2', argv, {
+    nodes: { type: 'string' },
+    'base-port': { type: 'string' },
+    app: { type: 'string' },
+    redis: { type: 'string' },
+    name: { type: 'string' },
+  })
+  const nodes = integer('--nodes', values.nodes, 4, 1, 64)
+  const name = values.name ?? 'sessionmesh'
+  if (!/^[\w-]+$/.test(name))
+    throw new UsageError(`--name must be letters, digits, _ and -, not ${name}`)
+  const redis = values.redis ?? 'redis://127.0.0.1:6379'
+  redisUrl(redis)
+  return {
+    nodes,
+    basePort: integer('--base-port', values['base-port'], 3001, 1, 65_535 - nodes + 1),
+    app: values.app,
+    redis,
+    name,
+  }
+}
+
+type OptionSpec = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>
+
+function parse<T extends OptionSpec>(command: string, argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false })
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error)
+    throw new UsageError(`${command}: ${message}\nRun \`sessionmesh help\` for the options.`)
+  }
+}
+
+function integer(
+  name: string,
+  raw: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (raw === undefined) return fallback
+  const value = Number(raw)
+  if (!/^\d+$/.test(raw) || value < min || value > max) {
+    throw new UsageError(
+      `${name} must be a whole number from ${min} to ${max}, not ${JSON.stringify(raw)}`,
+    )
+  }
+  return value
+}
+
+function redisUrl(raw: string): void {
+  let url: URL | undefined
+  try {
+    url = new URL(raw)
+  } catch {
+    url = undefined
+  }
+  if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:')) {
+    throw new UsageError(`--redis must be a redis:// or rediss:// URL, not ${JSON.stringify(raw)}`)
+  }
+}

@@ -1,0 +1,67 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { createConnection } from 'node:net'
+import { stopProcess } from './nginx.js'
+import { waitUntil } from './system.js'
+
+/** A private redis-server that `sessionmesh up` started. */
+export interface RunningRedis {
+  url: string
+  process: ChildProcess
+  /** SIGTERM (redis-server exits at once with nothing to save), SIGKILL after a timeout. */
+  stop(): Promise<void>
+}
+
+/**
+ * Starts redis-server on 127.0.0.1:`port` with its working directory in `dir` and
+ * no persistence: the cluster's sessions live as long as the cluster does.
+ */
+export async function startRedis(bin: string, port: number, dir: string): Promise<RunningRedis> {
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+  ]
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  let output = ''
+  const collect = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-4_000)
+  }
+  child.stdout?.on('data', collect)
+  child.stderr?.on('data', collect)
+  await waitUntil(
+    async () => (await ping(port)) === '+PONG',
+    `redis-server on port ${port}`,
+    10_000,
+    () => (child.exitCode !== null ? `redis-server exited:\n${output.trim()}` : undefined),
+  )
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    process: child,
+    stop: () => stopProcess(child, 'SIGTERM', 5_000),
+  }
+}
+
+/** Sends PING over a raw socket: readiness without loading a client library. */
+function ping(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ port, host: '127.0.0.1' })
+    socket.setTimeout(500)
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.once('data', (data) => {
+      resolve(data.toString().trim())
+      socket.destroy()
+    })
+    socket.once('error', () => resolve(''))
+    socket.once('timeout', () => {
+      resolve('')
+      socket.destroy()
+    })
+  })
+}

@@ -1,0 +1,163 @@
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs'
+import type { Server } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Logger } from 'pino'
+import type { UpArgs } from './args.js'
+import { controlPath, serveControl } from './control.js'
+import { type RunningNginx, startNginx } from './nginx.js'
+import { type RunningRedis, startRedis } from './redis.js'
+import { Supervisor } from './supervisor.js'
+import { assertPortFree, freePort, requireTool, tools, UsageError } from './system.js'
+
+/**
+ * `sessionmesh up`: Redis (unless given), the nodes, then nginx in front of them;
+ * prints `ready` once every node is healthy. Resolves with the exit code once a
+ * signal has stopped everything.
+ */
+export async function up(args: UpArgs & { app: string }, logger: Logger): Promise<number> {
+  if (!existsSync(args.app)) throw new UsageError(`--app ${args.app}: no such file`)
+  const nodePorts = Array.from({ length: args.nodes }, (_, index) => args.basePort + index)
+  await assertPortFree(args.port, 'nginx (--port)')
+  for (const port of nodePorts) await assertPortFree(port, 'a node (--base-port)')
+  const say = (message: string) => logger.info(message)
+  const nginxBin = requireTool(tools.nginx, say)
+  const redisBin = args.redis ? undefined : requireTool(tools.redis, say)
+
+  const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
+  let redis: RunningRedis | undefined
+  let supervisor: Supervisor | undefined
+  let nginx: RunningNginx | undefined
+  let control: Server | undefined
+  let stopping: Promise<void> | undefined
+
+  // Children run in their own process groups (see Supervisor): if this process
+  // dies without its handlers, still take them down with it.
+  const killAll = () => {
+    for (const pid of [...(supervisor?.pids() ?? []), nginx?.process.pid, redis?.process.pid]) {
+      if (pid) killQuietly(pid)
+    }
+  }
+  process.once('exit', killAll)
+
+  const stop = () => {
+    stopping ??= (async () => {
+      logger.info('stopping')
+      control?.close()
+      // nginx first, so that nothing new reaches nodes that are about to drain.
+      await nginx?.stop()
+      await supervisor?.stop()
+      await redis?.stop()
+      rmSync(dir, { recursive: true, force: true })
+      process.off('exit', killAll)
+      logger.info('stopped')
+    })()
+    return stopping
+  }
+
+  let exitCode = 0
+  const done = new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      // A second Ctrl-C means now.
+      if (stopping) {
+        killAll()
+        process.exit(130)
+      }
+      logger.info({ signal }, 'signal received')
+      stop().then(resolve, resolve)
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+  })
+
+  try {
+    let redisUrl = args.redis
+    if (!redisUrl && redisBin) {
+      const redisDir = join(dir, 'redis')
+      mkdirSync(redisDir)
+      redis = await startRedis(redisBin, await freePort(), redisDir)
+      redisUrl = redis.url
+      logger.info({ url: redisUrl }, 'redis-server started')
+      watch(redis.process, 'redis-server', () => stopping, fail)
+    }
+    supervisor = new Supervisor({
+      app: args.app,
+      nodes: nodePorts.map((port, index) => ({ id: `node-${index + 1}`, port })),
+      env: {
+        REDIS_URL: redisUrl ?? '',
+        // Every node must sign cookies with one secret; one per run unless set.
+        SESSION_SECRET: process.env.SESSION_SECRET ?? randomBytes(32).toString('base64url'),
+      },
+      logger,
+    })
+    await supervisor.start()
+    nginx = await startNginx({
+      bin: nginxBin,
+      prefix: join(dir, 'nginx'),
+      listen: `127.0.0.1:${args.port}`,
+      upstreams: nodePorts.map((port) => `127.0.0.1:${port}`),
+      sticky: args.sticky,
+    })
+    logger.info({ config: nginx.configPath }, 'nginx started')
+    watch(nginx.process, 'nginx', () => stopping, fail)
+
+    const nodes = supervisor
+    const rolling = () =>
+      nodes.rollingRestart().then(
+        () => ({ ok: true, message: 'every node replaced', nodes: nodes.list() }),
+        (error: Error) => ({ ok: false, message: `rolling restart failed: ${error.message}` }),
+      )
+    control = await serveControl(args.port, {
+      restart: rolling,
+      status: async () => ({ ok: true, message: 'running', nodes: nodes.list() }),
+    })
+    process.on('SIGHUP', () => {
+      logger.info({ signal: 'SIGHUP' }, 'signal received')
+      rolling().then((result) =>
+        result.ok ? logger.info(result.message) : logger.error(result.message),
+      )
+    })
+  } catch (error) {
+    await stop()
+    throw error
+  }
+
+  const lines = [`ready http://127.0.0.1:${args.port}`]
+  for (const node of supervisor.list())
+    lines.push(`  ${node.id}  http://127.0.0.1:${node.port}  pid ${node.pid}`)
+  lines.push(
+    `  rolling restart: sessionmesh restart --port ${args.port} (or kill -HUP ${process.pid})`,
+  )
+  process.stdout.write(`${lines.join('\n')}\n`)
+  logger.info({ control: controlPath(args.port), nodes: supervisor.list() }, 'ready')
+
+  await done
+  return exitCode
+
+  function fail(message: string): void {
+    logger.error(message)
+    exitCode = 1
+    process.kill(process.pid, 'SIGTERM')
+  }
+}
+
+/** Reports a helper process (nginx, redis-server) that exits while the cluster runs. */
+function watch(
+  child: import('node:child_process').ChildProcess,
+  name: string,
+  stopping: () => unknown,
+  fail: (message: string) => void,
+): void {
+  child.once('exit', (code, signal) => {
+    if (!stopping()) fail(`${name} exited unexpectedly (code ${code}, signal ${signal}); stopping`)
+  })
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL')
+  } catch {
+    // Already gone.
+  }
+}
