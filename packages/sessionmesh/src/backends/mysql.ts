@@ -1,0 +1,397 @@
+import { createHash } from 'node:crypto'
+import { debuglog } from 'node:util'
+import type {
+  IndexedSession,
+  SessionTouch,
+  SessionWrite,
+  StoredSession,
+  WriteResult,
+} from '../core/backend.js'
+import { InvalidOptionError } from '../core/errors.js'
+import {
+  type CleanupResult,
+  DEFAULT_TABLE,
+  decodeRow,
+  NETWORK_ERRORS,
+  type ResolvedSqlOptions,
+  resolveSqlOptions,
+  rowMeta,
+  type SessionRow,
+  type SqlBackend,
+  type SqlBackendOptions,
+  scheduleCleanup,
+  tableParts,
+} from './sql-common.js'
+
+export type { CleanupResult, SqlBackend, SqlBackendOptions } from './sql-common.js'
+
+const debug = debuglog('sessionmesh:mysql')
+
+/** A connection of a mysql2 promise pool (`PoolConnection` of `mysql2/promise`). */
+export interface MysqlConnectionLike {
+  query(sql: string, values?: unknown[]): Promise<[unknown, unknown]>
+  release(): void
+}
+
+/** The part of a `mysql2/promise` pool this backend uses. */
+export interface MysqlPoolLike {
+  query(sql: string, values?: unknown[]): Promise<[unknown, unknown]>
+  getConnection(): Promise<MysqlConnectionLike>
+}
+
+/** Options of {@link mysqlBackend}. */
+export interface MysqlBackendOptions extends SqlBackendOptions {
+  /** A `mysql2/promise` pool (`mysql.createPool(…)` from `mysql2/promise`). The backend never ends it. */
+  pool: MysqlPoolLike
+}
+
+/** Options of {@link migrateMysql} and {@link mysqlSchema}. */
+export interface MysqlMigrationOptions {
+  /**
+   * The table to create, optionally qualified with its database.
+   * @default 'sessionmesh_sessions'
+   */
+  table?: string
+}
+
+interface OkPacket {
+  affectedRows: number
+  insertId: number | string
+}
+
+/** The server's answer to a lost deadlock: the statement was rolled back and may be retried. */
+const ER_LOCK_DEADLOCK = 1213
+
+/**
+ * Sessions in a MySQL (8.0+) or MariaDB (10.5+) table. A write is one statement:
+ * the changed keys merged with `JSON_MERGE_PATCH`/`JSON_REMOVE`, the expiry and the
+ * user id column (the user index), atomically, in one round trip. Create the table
+ * first with {@link migrateMysql} (or the SQL of {@link mysqlSchema}). There is no
+ * change feed: use the tiered backend over Redis when nodes need invalidation.
+ *
+ * @example
+ * const pool = mysql.createPool(process.env.DATABASE_URL) // from 'mysql2/promise'
+ * await migrateMysql(pool) // once, at deploy time
+ * const store = new SessionStore({ backend: mysqlBackend({ pool }) })
+ */
+export function mysqlBackend(options: MysqlBackendOptions): SqlBackend {
+  return new MysqlBackend(options)
+}
+
+/**
+ * The SQL that creates the sessions table and its indexes, idempotent, for
+ * applications that run their own migration tool. Binary collation: session ids
+ * and user ids are case-sensitive.
+ */
+export function mysqlSchema(options: MysqlMigrationOptions = {}): string {
+  const table = options.table ?? DEFAULT_TABLE
+  const { name } = tableParts(table)
+  return `CREATE TABLE IF NOT EXISTS ${quoteTable(table)} (
+  id VARCHAR(255) NOT NULL,
+  fields JSON NULL,
+  created_at BIGINT NOT NULL,
+  last_seen_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  user_id VARCHAR(255) NULL,
+  user_agent VARCHAR(1024) NULL,
+  ip VARCHAR(64) NULL,
+  PRIMARY KEY (id),
+  KEY ${quote(`${name}_user_idx`)} (user_id),
+  KEY ${quote(`${name}_expires_idx`)} (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`
+}
+
+/**
+ * Creates the sessions table if it does not exist. Run it at deploy time (or
+ * `sessionmesh migrate`); safe to run from several processes at once.
+ *
+ * @example
+ * await migrateMysql(pool, { table: 'sessions' })
+ */
+export async function migrateMysql(
+  pool: Pick<MysqlPoolLike, 'query'>,
+  options: MysqlMigrationOptions = {},
+): Promise<void> {
+  await pool.query(mysqlSchema(options))
+}
+
+class MysqlBackend implements SqlBackend {
+  readonly kind = 'mysql'
+  readonly table: string
+  readonly #pool: MysqlPoolLike
+  readonly #options: ResolvedSqlOptions
+  readonly #t: string
+  readonly #stopCleanup: () => void
+
+  constructor(options: MysqlBackendOptions) {
+    if (
+      typeof options.pool?.query !== 'function' ||
+      typeof options.pool.getConnection !== 'function'
+    ) {
+      throw new InvalidOptionError('mysqlBackend needs `pool`: a pool from mysql2/promise')
+    }
+    this.#pool = options.pool
+    this.#options = resolveSqlOptions(options)
+    this.table = this.#options.table
+    this.#t = quoteTable(this.table)
+    this.#stopCleanup = scheduleCleanup(
+      this.#options.cleanupInterval,
+      () => this.cleanup(),
+      (error) => debug('cleanup failed: %s', error),
+    )
+  }
+
+  async get(sid: string): Promise<StoredSession | null> {
+    const [rows] = await this.#pool.query(
+      `SELECT fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${this.#t}
+       WHERE id = ? AND fields IS NOT NULL AND expires_at > ${int(Date.now())}`,
+      [sid],
+    )
+    const row = (rows as SessionRow[])[0]
+    return row ? decodeRow(row) : null
+  }
+
+  async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    const now = int(write.now)
+    const capped = (created: string) =>
+      write.maxLifetime > 0
+        ? `LEAST(${int(write.expiresAt)}, ${created} + ${int(write.maxLifetime)})`
+        : `${int(write.expiresAt)}`
+    const fresh: Record<string, string> = { ...write.set }
+    for (const key of write.unset) delete fresh[key]
+    const paths = write.unset.map(jsonPath)
+    const merged =
+      paths.length > 0
+        ? `JSON_REMOVE(JSON_MERGE_PATCH(fields, ?), ${paths.map(() => '?').join(', ')})`
+        : 'JSON_MERGE_PATCH(fields, ?)'
+    const setJson = JSON.stringify(write.set)
+    const userId = write.userId ?? null
+
+    if (write.mode === 'update') {
+      // LAST_INSERT_ID(x) makes the server's reply carry x back: it is evaluated only
+      // for a row that matched, whatever the connection's FOUND_ROWS flag says.
+      const [result] = await this.#retry(() =>
+        this.#pool.query(
+          `UPDATE ${this.#t} SET
+            fields = ${write.replace ? '?' : merged},
+            user_id = ?,
+            last_seen_at = LAST_INSERT_ID(${now}),
+            expires_at = ${capped('created_at')}
+          WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now}`,
+          [...(write.replace ? [JSON.stringify(fresh)] : [setJson, ...paths]), userId, sid],
+        ),
+      )
+      return Number((result as OkPacket).insertId) === write.now ? 'ok' : 'gone'
+    }
+
+    // Assignments of ON DUPLICATE KEY UPDATE run left to right and see the columns
+    // already assigned, so `fields` and `expires_at` (which the conditions read)
+    // come last. `writable`: a live session, or an expired session or tombstone to
+    // start afresh. A live tombstone keeps every column, and LAST_INSERT_ID marks
+    // the reply so the caller learns the write was refused.
+    const writable = `(fields IS NOT NULL OR expires_at <= ${now})`
+    const expired = `(expires_at <= ${now})`
+    const [result] = await this.#retry(() =>
+      this.#pool.query(
+        `INSERT INTO ${this.#t} (id, fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip)
+        VALUES (?, ?, ${now}, ${now}, ${capped(String(now))}, ?, ?, ?)
+        ON DUPLICATE KEY UPDATE
+          created_at = IF(${writable}, IF(${expired}, VALUES(created_at), created_at), LAST_INSERT_ID(created_at)),
+          user_agent = IF(${writable} AND ${expired}, VALUES(user_agent), user_agent),
+          ip = IF(${writable} AND ${expired}, VALUES(ip), ip),
+          user_id = IF(${writable}, VALUES(user_id), user_id),
+          last_seen_at = IF(${writable}, VALUES(last_seen_at), last_seen_at),
+          fields = IF(${writable}, IF(${expired} OR ${write.replace ? 'TRUE' : 'FALSE'}, VALUES(fields), ${merged}), fields),
+          expires_at = IF(${writable}, IF(${expired}, VALUES(expires_at), ${capped('created_at')}), expires_at)`,
+        [
+          sid,
+          JSON.stringify(fresh),
+          userId,
+          write.device.userAgent ?? null,
+          write.device.ip ?? null,
+          setJson,
+          ...paths,
+        ],
+      ),
+    )
+    return Number((result as OkPacket).insertId) === 0 ? 'ok' : 'gone'
+  }
+
+  async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
+    const now = int(touch.now)
+    const expires = int(touch.expiresAt)
+    const capped =
+      touch.maxLifetime > 0 ? `LEAST(${expires}, created_at + ${int(touch.maxLifetime)})` : expires
+    const [result] = await this.#retry(() =>
+      this.#pool.query(
+        `UPDATE ${this.#t} SET last_seen_at = LAST_INSERT_ID(${now}), expires_at = ${capped}
+         WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now}`,
+        [sid],
+      ),
+    )
+    return Number((result as OkPacket).insertId) === touch.now ? 'ok' : 'gone'
+  }
+
+  async destroy(sid: string): Promise<void> {
+    const now = int(Date.now())
+    await this.#retry(() =>
+      this.#pool.query(
+        `INSERT INTO ${this.#t} (id, fields, created_at, last_seen_at, expires_at)
+         VALUES (?, NULL, ${now}, ${now}, ${now + int(this.#options.tombstoneTtl)})
+         ON DUPLICATE KEY UPDATE fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
+           last_seen_at = VALUES(last_seen_at), expires_at = VALUES(expires_at)`,
+        [sid],
+      ),
+    )
+  }
+
+  async listUser(userId: string, now: number): Promise<IndexedSession[]> {
+    const [rows] = await this.#pool.query(
+      `SELECT id, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${this.#t}
+       WHERE user_id = ? AND fields IS NOT NULL AND expires_at > ${int(now)}
+       ORDER BY created_at, id`,
+      [userId],
+    )
+    return (rows as Array<SessionRow & { id: string }>).map((row) => ({
+      id: String(row.id),
+      meta: rowMeta(row),
+    }))
+  }
+
+  async destroyUser(userId: string, except?: string): Promise<string[]> {
+    // MySQL has no RETURNING: lock the user's rows, read them, tombstone them, in
+    // one transaction so that no write slips in between.
+    return this.#retry(async () => {
+      const connection = await this.#pool.getConnection()
+      try {
+        await connection.query('START TRANSACTION')
+        const now = int(Date.now())
+        const where = `user_id = ? AND fields IS NOT NULL AND id <> ?`
+        const [rows] = await connection.query(
+          `SELECT id, expires_at FROM ${this.#t} WHERE ${where} ORDER BY id FOR UPDATE`,
+          [userId, except ?? ''],
+        )
+        await connection.query(
+          `UPDATE ${this.#t} SET fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
+             last_seen_at = ${now}, expires_at = ${now + int(this.#options.tombstoneTtl)}
+           WHERE ${where}`,
+          [userId, except ?? ''],
+        )
+        await connection.query('COMMIT')
+        return (rows as Array<{ id: string; expires_at: unknown }>)
+          .filter((row) => Number(row.expires_at) > now)
+          .map((row) => String(row.id))
+      } catch (error) {
+        await connection.query('ROLLBACK').catch(() => {})
+        throw error
+      } finally {
+        connection.release()
+      }
+    })
+  }
+
+  async count(): Promise<number> {
+    const [rows] = await this.#pool.query(
+      `SELECT COUNT(*) AS n FROM ${this.#t} WHERE fields IS NOT NULL AND expires_at > ${int(Date.now())}`,
+    )
+    return Number((rows as Array<{ n: unknown }>)[0]?.n ?? 0)
+  }
+
+  async clear(): Promise<void> {
+    await this.#pool.query(`DELETE FROM ${this.#t}`)
+  }
+
+  async cleanup(): Promise<CleanupResult> {
+    const connection = await this.#pool.getConnection()
+    // GET_LOCK is per connection and server-wide; the name is hashed to fit its
+    // 64-character limit. If this process dies, its connection and the lock go.
+    const lock = `sessionmesh:${createHash('sha1').update(`cleanup:${this.table}`).digest('hex')}`
+    try {
+      const [rows] = await connection.query('SELECT GET_LOCK(?, 0) AS ok', [lock])
+      if (Number((rows as Array<{ ok: unknown }>)[0]?.ok) !== 1)
+        return { acquired: false, deleted: 0 }
+      let deleted = 0
+      try {
+        for (;;) {
+          const [result] = await this.#retry(() =>
+            connection.query(
+              `DELETE FROM ${this.#t} WHERE expires_at <= ${int(Date.now())}
+               ORDER BY expires_at LIMIT ${int(this.#options.cleanupBatch)}`,
+            ),
+          )
+          const affected = (result as OkPacket).affectedRows
+          deleted += affected
+          if (affected < this.#options.cleanupBatch) break
+        }
+      } finally {
+        await connection.query('SELECT RELEASE_LOCK(?)', [lock])
+      }
+      debug('cleanup deleted %d expired rows of %s', deleted, this.table)
+      return { acquired: true, deleted }
+    } finally {
+      connection.release()
+    }
+  }
+
+  isOutage(error: unknown): boolean {
+    return isMysqlOutage(error)
+  }
+
+  async close(): Promise<void> {
+    this.#stopCleanup()
+  }
+
+  /** Every statement here is atomic and idempotent in effect, so a lost deadlock is retried. */
+  async #retry<T>(run: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run()
+      } catch (error) {
+        if (attempt >= 3 || (error as { errno?: unknown }).errno !== ER_LOCK_DEADLOCK) throw error
+        debug('deadlock, retrying (attempt %d)', attempt)
+      }
+    }
+  }
+}
+
+/**
+ * True unless the server answered: an SQL error reply (it has a `sqlState`) means the
+ * server is up, except "too many connections" and "shutdown in progress"; a fatal
+ * error (the connection is gone) is an outage.
+ */
+export function isMysqlOutage(error: unknown): boolean {
+  if (!(error instanceof Error)) return true
+  const { code, errno, sqlState, fatal } = error as {
+    code?: unknown
+    errno?: unknown
+    sqlState?: unknown
+    fatal?: unknown
+  }
+  if (fatal === true) return true
+  if (typeof code === 'string' && NETWORK_ERRORS.has(code)) return true
+  if (typeof sqlState === 'string' && typeof errno === 'number') {
+    return errno === 1040 || errno === 1053
+  }
+  return true
+}
+
+/** Numbers are spliced into the SQL text only after this check. */
+function int(value: number): number {
+  const n = Math.floor(value)
+  if (!Number.isSafeInteger(n)) throw new InvalidOptionError(`not an integer: ${value}`)
+  return n
+}
+
+/** The JSON path of a top-level key, quoted so that any key name is a single member. */
+function jsonPath(key: string): string {
+  return `$."${key.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`
+}
+
+function quote(identifier: string): string {
+  return `\`${identifier.replaceAll('`', '``')}\``
+}
+
+function quoteTable(table: string): string {
+  const { schema, name } = tableParts(table)
+  return schema === undefined ? quote(name) : `${quote(schema)}.${quote(name)}`
+}
