@@ -29,7 +29,7 @@ beforeAll(async () => {
   await app.register(fastifyCookie)
   await app.register(fastifySession, {
     secret: 'a secret with at least thirty-two characters',
-    store: store as never,
+    store,
     saveUninitialized: false,
     cookie: { secure: false, maxAge: 3_600_000 },
   })

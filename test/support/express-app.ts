@@ -32,10 +32,9 @@ export async function startApp(
   auth.deserializeUser<string>((id, done) => done(null, { id }))
 
   app.use(express.json({ strict: false }))
-  // The store is a structural match for express-session's Store class.
   app.use(
     session({
-      store: store as unknown as session.Store,
+      store,
       secret: 'test secret',
       resave: false,
       saveUninitialized: false,
@@ -129,11 +128,7 @@ export class Client {
     readonly userAgent = 'TestBrowser/1.0',
   ) {}
 
-  async request(
-    method: string,
-    path: string,
-    body?: unknown,
-  ): Promise<TestResponse> {
+  async request(method: string, path: string, body?: unknown): Promise<TestResponse> {
     const headers: Record<string, string> = { 'user-agent': this.userAgent }
     if (this.cookie) headers.cookie = this.cookie
     if (body !== undefined) headers['content-type'] = 'application/json'

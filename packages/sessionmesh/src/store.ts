@@ -147,8 +147,9 @@ export class SessionStore extends EventEmitter {
   }
 
   /** The session stored under `sid`, or `null` (also for a malformed record, and, fail-open, when the backend is down). */
-  get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null> {
-    return settle(this.#get(sid), callback)
+  get<S = SessionData>(sid: string, callback?: Callback<S | null>): Promise<S | null> {
+    // The framework's session type is the caller's to name; the data is what was stored.
+    return settle(this.#get(sid) as Promise<S | null>, callback)
   }
 
   /** Saves the changes the holder of `session` made since it loaded it. */
@@ -224,11 +225,11 @@ export class SessionStore extends EventEmitter {
   // express-session a hard dependency.
 
   /** express-session: turns loaded data into `req.session`, remembering what was loaded. */
-  createSession(req: object, data: SessionData): object {
+  createSession<R extends { session?: unknown }>(req: R, data: object): NonNullable<R['session']> {
     const session = expressSession().Store.prototype.createSession.call(this, req, data)
     const snapshot = this.#snapshots.get(data)
     if (snapshot) this.#snapshots.set(session, snapshot)
-    return session
+    return session as NonNullable<R['session']>
   }
 
   /** express-session: destroys the request's session and gives it a new one. */
@@ -240,11 +241,15 @@ export class SessionStore extends EventEmitter {
   }
 
   /** express-session: loads a session by id outside of a request. */
-  load(sid: string, callback: (error: unknown, session?: object) => void): void {
+  load<S = SessionData>(sid: string, callback: (error: unknown, session?: S) => void): void {
     this.get(sid, (error, data) => {
       if (error) return callback(error)
       if (!data) return callback(undefined)
-      callback(undefined, this.createSession({ sessionID: sid, sessionStore: this }, data))
+      const req: { sessionID: string; sessionStore: SessionStore; session?: S } = {
+        sessionID: sid,
+        sessionStore: this,
+      }
+      callback(undefined, this.createSession(req, data))
     })
   }
 
@@ -412,7 +417,7 @@ function settle<T>(work: Promise<T>, callback: Callback<T> | undefined): Promise
 }
 
 interface ExpressSessionModule {
-  Store: { prototype: { createSession(this: unknown, req: object, data: SessionData): object } }
+  Store: { prototype: { createSession(this: unknown, req: object, data: object): object } }
 }
 
 let expressSessionModule: ExpressSessionModule | undefined
