@@ -1,0 +1,186 @@
+import { createClient } from 'redis'
+import { SessionStore } from 'sessionmesh'
+import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
+import { redisBackend } from 'sessionmesh/redis'
+import { type TieredBackend, tieredBackend } from 'sessionmesh/tiered'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { backendContract } from '../support/contract.js'
+import { Client, startApp } from '../support/express-app.js'
+import { RedisServer } from '../support/redis-server.js'
+import { pgSchema } from '../support/sql.js'
+
+let server: RedisServer
+beforeAll(async () => {
+  server = await RedisServer.start()
+})
+afterAll(async () => {
+  await server.stop()
+})
+
+// The cache client fails at once while Redis is away instead of queueing commands.
+async function cacheClient() {
+  const client = createClient({
+    url: server.url,
+    disableOfflineQueue: true,
+    socket: { reconnectStrategy: () => 50 },
+  })
+  client.on('error', () => {})
+  return client.connect()
+}
+
+async function tiered(prefix: string) {
+  const client = await cacheClient()
+  const { pool, schema, drop } = await pgSchema()
+  const table = `${schema}.sessions`
+  await migratePostgres(pool, { table })
+  const cache = redisBackend({ client, prefix })
+  const durable = postgresBackend({ pool, table, cleanupInterval: 0 })
+  const backend = tieredBackend({ cache, durable, retryAfter: 200 })
+  return {
+    backend,
+    cache,
+    client,
+    pool,
+    table,
+    cleanup: async () => {
+      await backend.close()
+      client.destroy()
+      await drop()
+    },
+  }
+}
+
+// A corrupt record: unreadable in the database, and not in the cache (a cached copy
+// would be served; the database is the record).
+backendContract('tiered (redis over postgres)', async () => {
+  const subject = await tiered('ct:')
+  return {
+    backend: subject.backend,
+    corrupt: async (sid) => {
+      await subject.pool.query(`UPDATE ${subject.table} SET fields = '[1]'::jsonb WHERE id = $1`, [
+        sid,
+      ])
+      await subject.client.del(`ct:s:${sid}`)
+    },
+    cleanup: subject.cleanup,
+  }
+})
+
+describe('tiered backend over a real Redis and PostgreSQL', () => {
+  it('Redis killed and restarted empty: every session still valid, requests served meanwhile', async () => {
+    const subject = await tiered('kill:')
+    const backend: TieredBackend = subject.backend
+    const store = new SessionStore({ backend })
+    const app = await startApp(store)
+    try {
+      const clients = Array.from({ length: 20 }, () => new Client(app.url))
+      for (const [i, client] of clients.entries()) {
+        expect((await client.login(`user${i}`)).status).toBe(200)
+        expect((await client.request('PUT', '/kv/n', i)).status).toBe(204)
+      }
+      const leaver = new Client(app.url)
+      await leaver.login('leaver')
+      const before = backend.stats()
+      for (const client of clients) expect((await client.request('GET', '/me')).status).toBe(200)
+      expect(backend.stats().cacheHits).toBeGreaterThan(before.cacheHits)
+
+      await server.kill()
+      // During the outage: reads, writes and a logout all work, from the database.
+      for (const [i, client] of clients.entries()) {
+        const me = await client.request('GET', '/me')
+        expect(me.status).toBe(200)
+        expect((await me.json()).user).toEqual({ id: `user${i}` })
+      }
+      expect((await clients[0]?.request('PUT', '/kv/during', 'outage'))?.status).toBe(204)
+      expect((await leaver.request('POST', '/logout')).status).toBe(204)
+      expect(backend.stats().durableFallbacks).toBeGreaterThanOrEqual(clients.length)
+
+      await server.start()
+      // Redis is back, empty: nobody is logged out, nothing is lost, the logout holds.
+      for (const [i, client] of clients.entries()) {
+        const me = await client.request('GET', '/me')
+        expect(me.status).toBe(200)
+        const kv = await (await client.request('GET', '/kv')).json()
+        expect(kv.n).toBe(i)
+      }
+      expect((await (await clients[0]?.request('GET', '/kv'))?.json()).during).toBe('outage')
+      expect((await leaver.request('GET', '/me')).status).toBe(401)
+      // The cache refills: reads are served by Redis again.
+      const refilled = backend.stats().cacheHits
+      await expect
+        .poll(
+          async () => {
+            for (const client of clients) await client.request('GET', '/me')
+            return backend.stats().cacheHits - refilled
+          },
+          { timeout: 5000 },
+        )
+        .toBeGreaterThanOrEqual(clients.length)
+      expect(await subject.cache.get(clients[0]?.sid ?? '')).not.toBeNull()
+      expect(await subject.cache.get(leaver.sid)).toBeNull()
+    } finally {
+      await app.close()
+      await subject.cleanup()
+    }
+  }, 60_000)
+
+  it('a write while Redis is unreachable but keeps its data never leaves a stale copy served', async () => {
+    const subject = await tiered('pause:')
+    const backend = subject.backend
+    const app = await startApp(new SessionStore({ backend }))
+    const admin = await cacheClient()
+    try {
+      const client = new Client(app.url)
+      await client.login('pauser')
+      await client.request('PUT', '/kv/a', 1)
+      expect((await (await client.request('GET', '/kv')).json()).a).toBe(1)
+      expect(await subject.cache.get(client.sid)).not.toBeNull()
+
+      // Redis stops answering this process but keeps the cached copy with a = 1.
+      await admin.sendCommand(['CLIENT', 'PAUSE', '1000', 'ALL'])
+      expect((await client.request('PUT', '/kv/a', 2)).status).toBe(204)
+      expect((await (await client.request('GET', '/kv')).json()).a).toBe(2)
+      await client.request('POST', '/logout')
+      // Once Redis answers again, the destroyed session must not come back from it.
+      await expect
+        .poll(async () => (await subject.cache.get(client.sid).catch(() => 'down')) === null, {
+          timeout: 5000,
+        })
+        .toBe(true)
+      expect((await client.request('GET', '/me')).status).toBe(401)
+    } finally {
+      admin.destroy()
+      await app.close()
+      await subject.cleanup()
+    }
+  }, 30_000)
+
+  it('a write acknowledged while Redis is paused is what every later read sees', async () => {
+    const subject = await tiered('resync:')
+    const backend = subject.backend
+    const app = await startApp(new SessionStore({ backend }))
+    const admin = await cacheClient()
+    try {
+      const client = new Client(app.url)
+      await client.login('resync')
+      await client.request('PUT', '/kv/a', 1)
+      await client.request('GET', '/kv')
+      await admin.sendCommand(['CLIENT', 'PAUSE', '500', 'WRITE'])
+      expect((await client.request('PUT', '/kv/a', 2)).status).toBe(204)
+      const hits = backend.stats().cacheHits
+      await expect
+        .poll(
+          async () => {
+            expect((await (await client.request('GET', '/kv')).json()).a).toBe(2)
+            return backend.stats().cacheHits - hits
+          },
+          { timeout: 5000 },
+        )
+        .toBeGreaterThan(0)
+    } finally {
+      admin.destroy()
+      await app.close()
+      await subject.cleanup()
+    }
+  }, 30_000)
+})
