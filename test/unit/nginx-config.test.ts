@@ -44,7 +44,7 @@ describe('renderNginxConfig', () => {
   it('balances over every upstream with least_conn, passive health checks and keepalive', () => {
     expect(lines).toContain('least_conn;')
     for (const upstream of upstreams) {
-      expect(lines).toContain(`server ${upstream} max_fails=1 fail_timeout=2s;`)
+      expect(lines).toContain(`server ${upstream} max_fails=1 fail_timeout=1s;`)
     }
     expect(lines).toContain('keepalive 32;')
     expect(lines.filter((line) => line.startsWith('proxy_pass'))).toEqual([

@@ -47,6 +47,11 @@ export interface NginxConfigOptions {
 
 /** How long nginx waits on an upstream read or write. Above socket.io's 25 s ping + 20 s timeout. */
 export const PROXY_TIMEOUT_SECONDS = 60
+/**
+ * How long nginx skips a node after a failed attempt. A rolling restart waits this
+ * long after each replacement is healthy, so that nginx has one node out at a time.
+ */
+export const FAIL_TIMEOUT_SECONDS = 1
 /** How long an idle upstream connection is kept; the app's keepAliveTimeout must be longer. */
 export const UPSTREAM_KEEPALIVE_SECONDS = 60
 
@@ -139,14 +144,16 @@ function mapBlock(): string[] {
 
 function upstreamBlock(name: string, upstreams: readonly Upstream[], balance: string[]): string[] {
   return [
-    '# The app nodes, each a Node.js process listening on loopback.',
+    '# The app nodes nginx balances over.',
     `upstream ${name} {`,
     ...indent(balance),
     '  # Shared memory, so that every worker sees the same failure counts.',
     `  zone ${name} 64k;`,
-    '  # Passive health: one failed attempt takes a node out for 2 s, then nginx',
-    '  # tries it again. A restarting node is skipped instead of being waited on.',
-    ...upstreams.map((upstream) => `  server ${upstream} max_fails=1 fail_timeout=2s;`),
+    `  # Passive health: one failed attempt takes a node out for ${FAIL_TIMEOUT_SECONDS} s, then nginx`,
+    '  # tries it again with one request. A restarting node is skipped, not waited on.',
+    ...upstreams.map(
+      (upstream) => `  server ${upstream} max_fails=1 fail_timeout=${FAIL_TIMEOUT_SECONDS}s;`,
+    ),
     '  # Idle connections each worker keeps open to the nodes: no TCP handshake per',
     '  # request. The nodes keep idle connections longer than nginx does (their',
     '  # keepAliveTimeout), so nginx never sends a request on a connection the node',

@@ -2,7 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { get } from 'node:http'
 import type { Logger } from 'pino'
 import { stopProcess } from './nginx.js'
-import { isListening, waitUntil } from './system.js'
+import { FAIL_TIMEOUT_SECONDS } from './nginx-config.js'
+import { isListening, sleep, waitUntil } from './system.js'
 
 /** Options of {@link Supervisor}. */
 export interface SupervisorOptions {
@@ -142,7 +143,7 @@ export class Supervisor {
       await this.#waitHealthy(node, this.#spawn(node))
       return
     }
-    node.log.info({ pid: old.pid }, 'replacing node')
+    node.log.info({ nodePid: old.pid }, 'replacing node')
     node.child = undefined
     const drained = stopProcess(old, 'SIGTERM', DRAIN_TIMEOUT_MS)
     await waitUntil(
@@ -153,6 +154,9 @@ export class Supervisor {
     const fresh = this.#spawn(node)
     await this.#waitHealthy(node, fresh)
     node.restarts++
+    // nginx saw a refused connection while the port was free and skips this node
+    // for fail_timeout: wait it out, or the next nodes would all be out at once.
+    await sleep(FAIL_TIMEOUT_SECONDS * 1_000 + 250)
     // The old process keeps draining in the background; its exit is not waited for
     // before the next node, but it is never left behind.
     drained.catch(() => {})
@@ -175,7 +179,7 @@ export class Supervisor {
     })
     node.child = child
     node.startedAt = Date.now()
-    node.log.info({ pid: child.pid, port: node.port }, 'node started')
+    node.log.info({ nodePid: child.pid, port: node.port }, 'node started')
     child.once('exit', (code, signal) => this.#exited(node, child, code, signal))
     return child
   }
@@ -188,21 +192,21 @@ export class Supervisor {
   ): void {
     // Exits of replaced nodes and at shutdown are expected.
     if (node.child !== child || this.#stopping) {
-      node.log.info({ pid: child.pid, code, signal }, 'node stopped')
+      node.log.info({ nodePid: child.pid, code, signal }, 'node stopped')
       return
     }
     node.child = undefined
     if (Date.now() - node.startedAt > STABLE_MS) node.crashes = 0
     const delay = Math.min(BACKOFF_MS * 2 ** node.crashes, MAX_BACKOFF_MS)
     node.crashes++
-    node.log.error({ pid: child.pid, code, signal, restartInMs: delay }, 'node crashed')
+    node.log.error({ nodePid: child.pid, code, signal, restartInMs: delay }, 'node crashed')
     node.timer = setTimeout(() => {
       node.timer = undefined
       if (this.#stopping || node.child) return
       node.restarts++
       const fresh = this.#spawn(node)
       this.#waitHealthy(node, fresh).then(
-        () => node.log.info({ pid: fresh.pid }, 'node healthy again'),
+        () => node.log.info({ nodePid: fresh.pid }, 'node healthy again'),
         (error: Error) => node.log.error({ err: error.message }, 'restarted node not healthy'),
       )
     }, delay)

@@ -78,7 +78,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       mkdirSync(redisDir)
       redis = await startRedis(redisBin, await freePort(), redisDir)
       redisUrl = redis.url
-      logger.info({ url: redisUrl }, 'redis-server started')
+      logger.info({ url: redisUrl, redisPid: redis.process.pid }, 'redis-server started')
       watch(redis.process, 'redis-server', () => stopping, fail)
     }
     supervisor = new Supervisor({
@@ -99,7 +99,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       upstreams: nodePorts.map((port) => `127.0.0.1:${port}`),
       sticky: args.sticky,
     })
-    logger.info({ config: nginx.configPath }, 'nginx started')
+    logger.info({ config: nginx.configPath, nginxPid: nginx.process.pid }, 'nginx started')
     watch(nginx.process, 'nginx', () => stopping, fail)
 
     const nodes = supervisor
