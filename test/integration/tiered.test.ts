@@ -74,6 +74,7 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
     const app = await startApp(store)
     try {
       const clients = Array.from({ length: 20 }, () => new Client(app.url))
+      const first = clients[0] as Client
       for (const [i, client] of clients.entries()) {
         expect((await client.login(`user${i}`)).status).toBe(200)
         expect((await client.request('PUT', '/kv/n', i)).status).toBe(204)
@@ -91,7 +92,7 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
         expect(me.status).toBe(200)
         expect((await me.json()).user).toEqual({ id: `user${i}` })
       }
-      expect((await clients[0]?.request('PUT', '/kv/during', 'outage'))?.status).toBe(204)
+      expect((await first.request('PUT', '/kv/during', 'outage')).status).toBe(204)
       expect((await leaver.request('POST', '/logout')).status).toBe(204)
       expect(backend.stats().durableFallbacks).toBeGreaterThanOrEqual(clients.length)
 
@@ -103,7 +104,7 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
         const kv = await (await client.request('GET', '/kv')).json()
         expect(kv.n).toBe(i)
       }
-      expect((await (await clients[0]?.request('GET', '/kv'))?.json()).during).toBe('outage')
+      expect((await (await first.request('GET', '/kv')).json()).during).toBe('outage')
       expect((await leaver.request('GET', '/me')).status).toBe(401)
       // The cache refills: reads are served by Redis again.
       const refilled = backend.stats().cacheHits
@@ -116,7 +117,7 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
           { timeout: 5000 },
         )
         .toBeGreaterThanOrEqual(clients.length)
-      expect(await subject.cache.get(clients[0]?.sid ?? '')).not.toBeNull()
+      expect(await subject.cache.get(first.sid)).not.toBeNull()
       expect(await subject.cache.get(leaver.sid)).toBeNull()
     } finally {
       await app.close()
