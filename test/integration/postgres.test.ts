@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
+import type { SessionEvent } from 'sessionmesh'
 import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
 import { describe, expect, it } from 'vitest'
 import { backendContract, createWrite, updateWrite } from '../support/contract.js'
-import { pgSchema } from '../support/sql.js'
+import { PG_URL, pgSchema } from '../support/sql.js'
 
 // A corrupt record: the fields column holds an array instead of an object of strings.
 backendContract('postgres', async () => {
@@ -93,6 +94,43 @@ describe('postgres backend', () => {
       expect(sqlError).toBeInstanceOf(Error)
       expect(missing.isOutage?.(sqlError)).toBe(false)
     } finally {
+      await drop()
+    }
+  })
+
+  it('delivers events across pools (processes), and again after the listening connection is killed', async () => {
+    const pg = (await import('pg')).default
+    const { pool, schema, drop } = await pgSchema()
+    const other = new pg.Pool({ connectionString: PG_URL })
+    other.on('error', () => {})
+    try {
+      const table = `${schema}.sessions`
+      await migratePostgres(pool, { table })
+      const listener = postgresBackend({ pool: other, table, cleanupInterval: 0 })
+      const writer = postgresBackend({ pool, table, cleanupInterval: 0 })
+      const events: SessionEvent[] = []
+      const unsubscribe = await listener.subscribe?.((event) => events.push(event))
+      const first = sid()
+      await writer.write(first, createWrite())
+      await expect.poll(() => events.map((e) => e.sid)).toContain(first)
+      const killed = await pool.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1',
+        [`LISTEN "${table}_events"`],
+      )
+      expect(killed.rowCount).toBe(1)
+      const second = sid()
+      await expect
+        .poll(
+          async () => {
+            await writer.destroy(second)
+            return events.some((e) => e.sid === second && e.type === 'destroyed')
+          },
+          { timeout: 5000, interval: 200 },
+        )
+        .toBe(true)
+      await unsubscribe?.()
+    } finally {
+      await other.end()
       await drop()
     }
   })

@@ -59,7 +59,8 @@ export interface PostgresBackendOptions extends SqlBackendOptions {
    * Publish every change and destroy with `pg_notify`, in the same statement as the
    * write, so that {@link SqlBackend.subscribe} works on a PostgreSQL-only deployment.
    * NOTIFY serializes committing transactions on a database-wide lock: turn it off
-   * when nothing subscribes (e.g. under the tiered backend, whose cache publishes).
+   * when nothing subscribes (no near cache, no socket binding). The tiered backend
+   * takes its events from here when this is on, from its cache otherwise.
    * @default true
    */
   notify?: boolean
@@ -272,6 +273,7 @@ class PostgresBackend implements SqlBackend {
       if (event) listener(event)
       else debug('ignoring a notification on %s that is not a session event', channel)
     }
+    // The LISTEN connection is held for as long as the subscription: one fewer in the pool.
     const listen = async (): Promise<void> => {
       const next = await pool.connect()
       next.on('notification', deliver)
