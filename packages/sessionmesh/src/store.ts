@@ -1,19 +1,11 @@
 import { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
 import { memoryBackend } from './backends/memory.js'
-import {
-  type Backend,
-  cappedExpiry,
-  MalformedRecordError,
-  type SessionMeta,
-  type SessionWrite,
-  type StoredSession,
-} from './core/backend.js'
-import { decodeSession, encodedSize, encodeSession, type SessionData } from './core/codec.js'
-import { InvalidOptionError, SessionTooLargeError, StoreUnavailableError } from './core/errors.js'
-import { Guard } from './core/guard.js'
-import { reportGone, reportMalformed, reportUnavailable } from './core/telemetry.js'
+import type { Backend } from './core/backend.js'
+import type { SessionData } from './core/codec.js'
+import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
 
+export { passportUser }
 /** Options of {@link SessionStore}. Times are in milliseconds. */
 export interface SessionStoreOptions {
   /**
@@ -80,13 +72,8 @@ export interface UserSession {
 /** Node-style callback, as express-session and @fastify/session pass them. */
 export type Callback<T = void> = (error: unknown, value?: T) => void
 
-/** What the store remembers about a session a request loaded: the base of its delta. */
-interface Snapshot {
-  fields: Record<string, string>
-  meta: SessionMeta
-}
-
-interface DeviceSource {
+/** The parts of a request the device is read from. */
+export interface DeviceSource {
   headers?: Record<string, unknown>
   ip?: unknown
   socket?: { remoteAddress?: unknown }
@@ -108,13 +95,7 @@ interface DeviceSource {
 export class SessionStore extends EventEmitter {
   /** The backend this store writes to. */
   readonly backend: Backend
-  readonly #guard: Guard
-  readonly #userId: (session: SessionData) => string | undefined
-  readonly #touchAfter: number
-  readonly #ttl: number
-  readonly #maxLifetime: number
-  readonly #maxBytes: number
-  readonly #failOpen: boolean
+  readonly #engine: SessionEngine
   /**
    * Keyed by the very object a request holds (express-session's Session), so that
    * two concurrent requests on one session each diff against what they loaded.
@@ -124,26 +105,8 @@ export class SessionStore extends EventEmitter {
   constructor(options: SessionStoreOptions = {}) {
     super()
     this.backend = options.backend ?? memoryBackend()
-    this.#userId = options.userId ?? passportUser
-    this.#touchAfter = nonNegative('touchAfter', options.touchAfter, 60_000)
-    this.#ttl = positive('ttl', options.ttl, 86_400_000)
-    this.#maxLifetime = nonNegative('maxLifetime', options.maxLifetime, 0)
-    this.#maxBytes = positive('maxBytes', options.maxBytes, 65_536)
-    const policy = options.onUnavailable ?? 'fail-closed'
-    if (policy !== 'fail-closed' && policy !== 'fail-open') {
-      throw new InvalidOptionError(
-        `onUnavailable must be 'fail-closed' or 'fail-open', not ${String(policy)}`,
-      )
-    }
-    this.#failOpen = policy === 'fail-open'
-    const backend = this.backend
-    this.#guard = new Guard({
-      kind: backend.kind,
-      timeout: positive('timeout', options.timeout, 300),
-      retryAfter: positive('retryAfter', options.retryAfter, 500),
-      isOutage: (error) =>
-        !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
-    })
+    this.#engine = new SessionEngine({ ...options, backend: this.backend })
+    engines.set(this, this.#engine)
   }
 
   /** The session stored under `sid`, or `null` (also for a malformed record, and, fail-open, when the backend is down). */
@@ -164,24 +127,22 @@ export class SessionStore extends EventEmitter {
 
   /** Destroys a session everywhere; a request still holding it cannot save it back. */
   destroy(sid: string, callback?: Callback): Promise<void> {
-    return settle(
-      this.#call('destroy', () => this.backend.destroy(sid)),
-      callback,
-    )
+    return settle(this.#engine.destroy(sid), callback)
   }
 
   /** Number of live sessions (scans the backend: for tools, not for requests). */
   length(callback?: Callback<number>): Promise<number> {
     return settle(
-      this.#call('length', () => this.backend.count()),
+      this.#engine.call('length', () => this.backend.count()),
       callback,
     )
   }
 
   /** Removes every session of this store's backend. */
   clear(callback?: Callback): Promise<void> {
+    const cleared = this.#engine.call('clear', () => this.backend.clear())
     return settle(
-      this.#call('clear', () => this.backend.clear()),
+      cleared.then(() => this.#engine.near?.clear()),
       callback,
     )
   }
@@ -189,7 +150,9 @@ export class SessionStore extends EventEmitter {
   /** The live sessions of a user, most recently seen first. */
   async listUserSessions(userId: string): Promise<UserSession[]> {
     const now = Date.now()
-    const listed = await this.#call('listUserSessions', () => this.backend.listUser(userId, now))
+    const listed = await this.#engine.call('listUserSessions', () =>
+      this.backend.listUser(userId, now),
+    )
     return listed
       .map(({ id, meta }) => {
         const session: UserSession = {
@@ -212,7 +175,7 @@ export class SessionStore extends EventEmitter {
 
   /** Ends every session of a user, except `options.except` if given; returns the ids ended. */
   revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<string[]> {
-    return this.#call('revokeUserSessions', () => this.backend.destroyUser(userId, options.except))
+    return this.#engine.destroyUser(userId, options.except)
   }
 
   /** Closes the backend (which leaves clients it was given open). */
@@ -254,151 +217,41 @@ export class SessionStore extends EventEmitter {
   }
 
   async #get(sid: string): Promise<SessionData | null> {
-    let stored: StoredSession | null
-    try {
-      stored = await this.#call('get', () => this.backend.get(sid))
-    } catch (error) {
-      if (error instanceof MalformedRecordError) {
-        reportMalformed(sid, this.backend.kind, error)
-        return null
-      }
-      if (this.#failOpen && error instanceof StoreUnavailableError) return null
-      throw error
-    }
-    if (!stored) return null
-    let data: SessionData
-    try {
-      data = decodeSession(stored)
-      if (typeof data.cookie !== 'object' || data.cookie === null) {
-        throw new MalformedRecordError('it has no cookie')
-      }
-    } catch (error) {
-      reportMalformed(sid, this.backend.kind, error)
-      return null
-    }
-    this.#snapshots.set(data, { fields: stored.fields, meta: stored.meta })
-    return data
+    const loaded = await this.#engine.load(sid)
+    if (!loaded) return null
+    this.#snapshots.set(loaded.data, loaded.snapshot)
+    return loaded.data
   }
 
   async #set(sid: string, session: object): Promise<void> {
-    const fields = encodeSession(session)
-    const bytes = encodedSize(fields)
-    if (bytes > this.#maxBytes) throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
-
-    const now = Date.now()
     const snapshot = this.#snapshots.get(session)
-    const userId = this.#userId(session as SessionData)
-    const expiresAt = now + this.#ttlOf(session)
-    const write: SessionWrite = {
-      mode: 'create',
-      set: fields,
-      unset: [],
-      replace: true,
-      now,
-      expiresAt,
-      maxLifetime: this.#maxLifetime,
-      userId,
-      device: {},
-    }
-    if (snapshot) {
-      const set: Record<string, string> = {}
-      for (const [key, value] of Object.entries(fields)) {
-        if (snapshot.fields[key] !== value) set[key] = value
-      }
-      const unset = Object.keys(snapshot.fields).filter((key) => !(key in fields))
-      const unchanged = Object.keys(set).length === 0 && unset.length === 0
-      // express-session with `resave: true` saves unchanged sessions: that is a touch.
-      if (unchanged && userId === snapshot.meta.userId) return this.#touch(sid, session)
-      Object.assign(write, { mode: 'update', set, unset, replace: false })
-    } else {
-      write.device = deviceOf(session)
-    }
-
-    let result: Awaited<ReturnType<Backend['write']>>
-    try {
-      result = await this.#call('set', () => this.backend.write(sid, write))
-    } catch (error) {
-      if (this.#failOpen && error instanceof StoreUnavailableError) return
-      throw error
-    }
-    if (result === 'gone') {
-      this.#snapshots.delete(session)
-      reportGone(sid, 'set')
-      return
-    }
-    const createdAt = snapshot?.meta.createdAt ?? now
-    const meta: SessionMeta = {
-      ...snapshot?.meta,
-      createdAt,
-      lastSeenAt: now,
-      expiresAt: cappedExpiry(expiresAt, createdAt, this.#maxLifetime),
-    }
-    if (userId === undefined) delete meta.userId
-    else meta.userId = userId
-    this.#snapshots.set(session, { fields, meta })
+    const saved = await this.#engine.save(
+      sid,
+      session,
+      snapshot,
+      snapshot ? {} : deviceOf((session as { req?: DeviceSource }).req),
+    )
+    if (saved === null) this.#snapshots.delete(session)
+    else if (saved) this.#snapshots.set(session, saved)
   }
 
   async #touch(sid: string, session: object): Promise<void> {
     const snapshot = this.#snapshots.get(session)
-    const now = Date.now()
-    const ttl = this.#ttlOf(session)
-    if (snapshot && now - snapshot.meta.lastSeenAt < Math.min(this.#touchAfter, ttl / 10)) return
-    const touch = { now, expiresAt: now + ttl, maxLifetime: this.#maxLifetime }
-    try {
-      const result = await this.#call('touch', () => this.backend.touch(sid, touch))
-      if (result === 'gone') {
-        this.#snapshots.delete(session)
-        reportGone(sid, 'touch')
-      } else if (snapshot) {
-        snapshot.meta.lastSeenAt = now
-        snapshot.meta.expiresAt = cappedExpiry(
-          touch.expiresAt,
-          snapshot.meta.createdAt,
-          this.#maxLifetime,
-        )
-      }
-    } catch (error) {
-      // A failed touch only means the expiry was not extended this time; the
-      // response must not fail for it. (#call has already reported it.)
-      if (!(error instanceof StoreUnavailableError)) throw error
-    }
-  }
-
-  /** Runs one backend call under the timeout and breaker, reporting failures. */
-  async #call<T>(operation: string, call: () => Promise<T>): Promise<T> {
-    try {
-      return await this.#guard.run(call)
-    } catch (error) {
-      if (error instanceof StoreUnavailableError) {
-        reportUnavailable(
-          operation,
-          this.backend.kind,
-          error,
-          this.#failOpen ? 'fail-open' : 'fail-closed',
-        )
-      }
-      throw error
-    }
-  }
-
-  #ttlOf(session: object): number {
-    const cookie = (session as { cookie?: { originalMaxAge?: unknown; maxAge?: unknown } }).cookie
-    const maxAge = cookie?.originalMaxAge ?? cookie?.maxAge
-    return typeof maxAge === 'number' && maxAge > 0 ? maxAge : this.#ttl
+    const result = await this.#engine.touch(sid, session, snapshot)
+    if (result === 'gone') this.#snapshots.delete(session)
   }
 }
 
-/** The default `userId`: passport's serialized user, when it is a string or a number. */
-export function passportUser(session: SessionData): string | undefined {
-  const passport = session.passport as { user?: unknown } | undefined
-  const user = passport?.user
-  return typeof user === 'string' || typeof user === 'number' ? String(user) : undefined
+/** The engine behind a store, for the `sessionmesh/express` middleware (not public API). */
+export function engineOf(store: object): SessionEngine | undefined {
+  return engines.get(store)
 }
 
-/** The device a new session comes from; express-session's Session carries its request. */
-function deviceOf(session: object): { userAgent?: string; ip?: string } {
-  const req = (session as { req?: DeviceSource }).req
-  const device: { userAgent?: string; ip?: string } = {}
+const engines = new WeakMap<object, SessionEngine>()
+
+/** The device a new session comes from: express-session's Session carries its request. */
+export function deviceOf(req: DeviceSource | undefined): Device {
+  const device: Device = {}
   const userAgent = req?.headers?.['user-agent']
   if (typeof userAgent === 'string') device.userAgent = userAgent.slice(0, 256)
   const ip = req?.ip ?? req?.socket?.remoteAddress
@@ -426,20 +279,4 @@ let expressSessionModule: ExpressSessionModule | undefined
 function expressSession(): ExpressSessionModule {
   expressSessionModule ??= createRequire(import.meta.url)('express-session') as ExpressSessionModule
   return expressSessionModule
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new InvalidOptionError(`${name} must be a positive number of ms or bytes, not ${value}`)
-  }
-  return value
-}
-
-function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isFinite(value) || value < 0) {
-    throw new InvalidOptionError(`${name} must be zero or a positive number, not ${value}`)
-  }
-  return value
 }

@@ -1,0 +1,363 @@
+import { randomBytes } from 'node:crypto'
+import {
+  type Backend,
+  cappedExpiry,
+  MalformedRecordError,
+  type SessionMeta,
+  type SessionWrite,
+  type StoredSession,
+  type WriteResult,
+} from './backend.js'
+import { decodeSession, encodedSize, encodeSession, type SessionData } from './codec.js'
+import { InvalidOptionError, SessionTooLargeError, StoreUnavailableError } from './errors.js'
+import { Guard } from './guard.js'
+import type { NearCache } from './near-cache.js'
+import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
+
+/**
+ * The stored top-level key that holds the version of the last write: a random
+ * nonce, new on every write. A node's near cache may serve a session only to a
+ * client that presents the version the cached copy contains (see near-cache.ts).
+ * It is stripped from the session the application sees.
+ */
+export const VERSION_KEY = '__smv'
+
+/** What a request loaded: the base of its delta, and of the near cache's bookkeeping. */
+export interface Snapshot {
+  /** The stored fields, without {@link VERSION_KEY}. Never mutated: shared with the near cache. */
+  readonly fields: Readonly<Record<string, string>>
+  meta: SessionMeta
+  /** The version stored with these fields, if any. */
+  version: string | undefined
+  /** Versions whose writes these fields are known to contain (the near cache's check). */
+  versions: readonly string[]
+  /** The near cache's change counter when the load began. */
+  loadSeq: number
+}
+
+/** A session as loaded: the data the application gets, and what it was loaded from. */
+export interface Loaded {
+  data: SessionData
+  snapshot: Snapshot
+}
+
+/** The options the engine shares between the store and the middleware. Times in ms. */
+export interface EngineOptions {
+  backend: Backend
+  userId?: ((session: SessionData) => string | undefined) | undefined
+  touchAfter?: number | undefined
+  ttl?: number | undefined
+  maxLifetime?: number | undefined
+  maxBytes?: number | undefined
+  timeout?: number | undefined
+  retryAfter?: number | undefined
+  onUnavailable?: 'fail-closed' | 'fail-open' | undefined
+  nearCache?: NearCache | undefined
+}
+
+/** Where a new session comes from, recorded when the write creates it. */
+export interface Device {
+  userAgent?: string
+  ip?: string
+}
+
+/**
+ * Load, save, touch and destroy over one backend, with what makes them safe and
+ * cheap: deltas against what the request loaded, lazy touch, the size limit, the
+ * timeout and breaker, the outage policy, and the near cache. `SessionStore`
+ * (under express-session) and the `sessionmesh/express` middleware are two thin
+ * front ends over it, so both keep the same promises.
+ */
+export class SessionEngine {
+  readonly backend: Backend
+  readonly failOpen: boolean
+  readonly near: NearCache | undefined
+  readonly #guard: Guard
+  readonly #userId: (session: SessionData) => string | undefined
+  readonly #touchAfter: number
+  readonly #ttl: number
+  readonly #maxLifetime: number
+  readonly #maxBytes: number
+
+  constructor(options: EngineOptions) {
+    this.backend = options.backend
+    this.near = options.nearCache
+    this.#userId = options.userId ?? passportUser
+    this.#touchAfter = nonNegative('touchAfter', options.touchAfter, 60_000)
+    this.#ttl = positive('ttl', options.ttl, 86_400_000)
+    this.#maxLifetime = nonNegative('maxLifetime', options.maxLifetime, 0)
+    this.#maxBytes = positive('maxBytes', options.maxBytes, 65_536)
+    const policy = options.onUnavailable ?? 'fail-closed'
+    if (policy !== 'fail-closed' && policy !== 'fail-open') {
+      throw new InvalidOptionError(
+        `onUnavailable must be 'fail-closed' or 'fail-open', not ${String(policy)}`,
+      )
+    }
+    this.failOpen = policy === 'fail-open'
+    const backend = this.backend
+    this.#guard = new Guard({
+      kind: backend.kind,
+      timeout: positive('timeout', options.timeout, 300),
+      retryAfter: positive('retryAfter', options.retryAfter, 500),
+      isOutage: (error) =>
+        !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
+    })
+  }
+
+  /**
+   * The session stored under `sid`, or `null` (also for a malformed record, and,
+   * fail-open, when the backend is down). With `version` (what the client
+   * presented) the near cache may answer without a round trip.
+   */
+  async load(sid: string, version?: string): Promise<Loaded | null> {
+    const near = this.near
+    const now = Date.now()
+    if (near && version !== undefined) {
+      const hit = near.lookup(sid, version, now)
+      if (hit) return this.#decode(sid, hit)
+    }
+    const loadSeq = near?.seq ?? 0
+    let stored: StoredSession | null
+    try {
+      stored = await this.call('get', () => this.backend.get(sid))
+    } catch (error) {
+      if (error instanceof MalformedRecordError) {
+        reportMalformed(sid, this.backend.kind, error)
+        return null
+      }
+      if (this.failOpen && error instanceof StoreUnavailableError) return null
+      throw error
+    }
+    if (!stored) return null
+    const { [VERSION_KEY]: encodedVersion, ...fields } = stored.fields
+    const storedVersion = parseVersion(encodedVersion)
+    const snapshot: Snapshot = {
+      fields,
+      meta: stored.meta,
+      version: storedVersion,
+      versions: storedVersion === undefined ? [] : [storedVersion],
+      loadSeq,
+    }
+    const loaded = this.#decode(sid, snapshot)
+    if (loaded && near) near.fill(sid, snapshot, now)
+    return loaded
+  }
+
+  /**
+   * Saves what changed in `session` since `snapshot` (everything, when there is no
+   * snapshot). An unchanged session is a lazy touch. Returns the new snapshot,
+   * `null` when the session was destroyed meanwhile (nothing written), or
+   * `undefined` when fail-open skipped the write.
+   */
+  async save(
+    sid: string,
+    session: object,
+    snapshot: Snapshot | undefined,
+    device: Device = {},
+    fields: Record<string, string> = encodeSession(session),
+  ): Promise<Snapshot | null | undefined> {
+    delete fields[VERSION_KEY]
+    const bytes = encodedSize(fields)
+    if (bytes > this.#maxBytes) throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
+
+    const now = Date.now()
+    const userId = this.#userId(session as SessionData)
+    const expiresAt = now + this.ttlOf(session)
+    const version = newVersion()
+    const write: SessionWrite = {
+      mode: 'create',
+      set: { ...fields, [VERSION_KEY]: JSON.stringify(version) },
+      unset: [],
+      replace: true,
+      now,
+      expiresAt,
+      maxLifetime: this.#maxLifetime,
+      userId,
+      device,
+    }
+    if (snapshot) {
+      const set: Record<string, string> = {}
+      let changed = false
+      for (const key in fields) {
+        const value = fields[key] as string
+        if (snapshot.fields[key] !== value) {
+          set[key] = value
+          changed = true
+        }
+      }
+      const unset: string[] = []
+      for (const key in snapshot.fields) if (!(key in fields)) unset.push(key)
+      // express-session with `resave: true` saves unchanged sessions: that is a touch.
+      if (!changed && unset.length === 0 && userId === snapshot.meta.userId) {
+        const touched = await this.touch(sid, session, snapshot)
+        return touched === 'gone' ? null : snapshot
+      }
+      set[VERSION_KEY] = JSON.stringify(version)
+      Object.assign(write, { mode: 'update', set, unset, replace: false, device: {} })
+    }
+
+    const near = this.near
+    near?.expectOwnWrite(sid, now)
+    let result: WriteResult
+    try {
+      result = await this.call('set', () => this.backend.write(sid, write))
+    } catch (error) {
+      near?.ownWriteFailed(sid)
+      if (this.failOpen && error instanceof StoreUnavailableError) return undefined
+      throw error
+    }
+    if (result === 'gone') {
+      near?.ownWriteFailed(sid)
+      reportGone(sid, 'set')
+      return null
+    }
+    const createdAt = snapshot?.meta.createdAt ?? now
+    const meta: SessionMeta = {
+      ...snapshot?.meta,
+      createdAt,
+      lastSeenAt: now,
+      expiresAt: cappedExpiry(expiresAt, createdAt, this.#maxLifetime),
+    }
+    if (userId === undefined) delete meta.userId
+    else meta.userId = userId
+    if (device.userAgent !== undefined && !snapshot) meta.userAgent = device.userAgent
+    if (device.ip !== undefined && !snapshot) meta.ip = device.ip
+    const versions = snapshot ? [...snapshot.versions.slice(-15), version] : [version]
+    const next: Snapshot = { fields, meta, version, versions, loadSeq: near?.seq ?? 0 }
+    near?.wrote(sid, next, snapshot, Date.now())
+    // The next save of this request diffs against what was just written.
+    next.loadSeq = near?.seq ?? 0
+    return next
+  }
+
+  /** True when a read-only request on this session should extend its expiry now. */
+  touchDue(session: object, snapshot: Snapshot | undefined, now = Date.now()): boolean {
+    if (!snapshot) return true
+    return now - snapshot.meta.lastSeenAt >= Math.min(this.#touchAfter, this.ttlOf(session) / 10)
+  }
+
+  /** Extends the expiry of an unchanged session, at most once per `touchAfter`. Never fails on an outage. */
+  async touch(sid: string, session: object, snapshot: Snapshot | undefined): Promise<WriteResult> {
+    const now = Date.now()
+    if (!this.touchDue(session, snapshot, now)) return 'ok'
+    const touch = { now, expiresAt: now + this.ttlOf(session), maxLifetime: this.#maxLifetime }
+    try {
+      const result = await this.call('touch', () => this.backend.touch(sid, touch))
+      if (result === 'gone') {
+        reportGone(sid, 'touch')
+        this.near?.forget(sid)
+      } else if (snapshot) {
+        // A new object: the old one may be shared with the near cache or another request.
+        snapshot.meta = {
+          ...snapshot.meta,
+          lastSeenAt: now,
+          expiresAt: cappedExpiry(touch.expiresAt, snapshot.meta.createdAt, this.#maxLifetime),
+        }
+        this.near?.touched(sid, snapshot, now)
+      }
+      return result
+    } catch (error) {
+      // A failed touch only means the expiry was not extended this time; the
+      // response must not fail for it. (call() has already reported it.)
+      if (!(error instanceof StoreUnavailableError)) throw error
+      return 'ok'
+    }
+  }
+
+  /** Destroys a session everywhere, this process's near cache first. */
+  async destroy(sid: string): Promise<void> {
+    this.near?.forget(sid)
+    await this.call('destroy', () => this.backend.destroy(sid))
+    // Again: a load that began before the destroy may have filled the cache meanwhile.
+    this.near?.forget(sid)
+  }
+
+  /** Destroys every session of a user but `except`; returns the ids destroyed. */
+  async destroyUser(userId: string, except?: string): Promise<string[]> {
+    const ids = await this.call('revokeUserSessions', () =>
+      this.backend.destroyUser(userId, except),
+    )
+    for (const id of ids) this.near?.forget(id)
+    return ids
+  }
+
+  /** Runs one backend call under the timeout and breaker, reporting failures. */
+  async call<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    try {
+      return await this.#guard.run(call)
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) {
+        reportUnavailable(
+          operation,
+          this.backend.kind,
+          error,
+          this.failOpen ? 'fail-open' : 'fail-closed',
+        )
+      }
+      throw error
+    }
+  }
+
+  /** The lifetime a write or touch gives the session: its cookie's `maxAge`, else `ttl`. */
+  ttlOf(session: object): number {
+    const cookie = (session as { cookie?: { originalMaxAge?: unknown; maxAge?: unknown } }).cookie
+    const maxAge = cookie?.originalMaxAge ?? cookie?.maxAge
+    return typeof maxAge === 'number' && maxAge > 0 ? maxAge : this.#ttl
+  }
+
+  #decode(sid: string, snapshot: Snapshot): Loaded | null {
+    let data: SessionData
+    try {
+      data = decodeSession(snapshot)
+      if (typeof data.cookie !== 'object' || data.cookie === null) {
+        throw new MalformedRecordError('it has no cookie')
+      }
+    } catch (error) {
+      reportMalformed(sid, this.backend.kind, error)
+      this.near?.forget(sid)
+      return null
+    }
+    return { data, snapshot }
+  }
+}
+
+/** The default `userId`: passport's serialized user, when it is a string or a number. */
+export function passportUser(session: SessionData): string | undefined {
+  const passport = session.passport as { user?: unknown } | undefined
+  const user = passport?.user
+  return typeof user === 'string' || typeof user === 'number' ? String(user) : undefined
+}
+
+/** 48 random bits: unique per write for all practical purposes, 8 cookie-safe characters. */
+function newVersion(): string {
+  return randomBytes(6).toString('base64url')
+}
+
+function parseVersion(encoded: string | undefined): string | undefined {
+  if (encoded === undefined) return undefined
+  try {
+    const version: unknown = JSON.parse(encoded)
+    return typeof version === 'string' ? version : undefined
+  } catch {
+    debug('ignoring an unreadable session version')
+    return undefined
+  }
+}
+
+/** Throws unless `value` is a positive finite number; `fallback` when undefined. */
+export function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new InvalidOptionError(`${name} must be a positive number of ms or bytes, not ${value}`)
+  }
+  return value
+}
+
+/** Throws unless `value` is zero or a positive finite number; `fallback` when undefined. */
+export function nonNegative(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isFinite(value) || value < 0) {
+    throw new InvalidOptionError(`${name} must be zero or a positive number, not ${value}`)
+  }
+  return value
+}

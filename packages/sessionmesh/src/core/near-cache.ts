@@ -1,0 +1,283 @@
+import type { Backend, SessionEvent } from './backend.js'
+import type { Snapshot } from './engine.js'
+import { InvalidOptionError } from './errors.js'
+import { debug } from './telemetry.js'
+
+/** Options of the per-process near cache. Times in ms. */
+export interface NearCacheOptions {
+  /**
+   * Most sessions kept.
+   * @default 10_000
+   */
+  maxEntries?: number
+  /**
+   * Most bytes of encoded session data kept (keys and values, plus a fixed
+   * overhead per entry).
+   * @default 16_777_216 (16 MiB)
+   */
+  maxBytes?: number
+  /**
+   * Longest time an entry is served without the backend confirming it. It bounds
+   * how long a session destroyed on another node can still be served here if an
+   * invalidation message is lost (a dropped subscriber connection); with the bus
+   * working, the bound is the bus's delivery time.
+   * @default 5_000
+   */
+  maxAge?: number
+}
+
+/** What {@link NearCache.stats} reports. */
+export interface NearCacheStats {
+  entries: number
+  bytes: number
+  hits: number
+  misses: number
+  /** True once the invalidation bus is subscribed; before that nothing is served from memory. */
+  ready: boolean
+}
+
+interface Entry {
+  snapshot: Snapshot
+  bytes: number
+  /** When the backend last confirmed this entry (a read, a write or a touch). */
+  confirmedAt: number
+}
+
+/** Own writes whose change events have not come back yet. */
+interface Pending {
+  count: number
+  at: number
+}
+
+const ENTRY_OVERHEAD = 200
+const CHANGE_LOG_LIMIT = 50_000
+/** An own write's echo that has not arrived by then is presumed lost. */
+const ECHO_WAIT = 2_000
+
+/**
+ * A bounded LRU of recently used sessions, per process, kept honest two ways.
+ *
+ * 1. Invalidation: the backend's event bus evicts a session another process
+ *    changed or destroyed. A bus is late by nature, so this alone would let node
+ *    B serve the old copy just after node A wrote.
+ * 2. Versions: every write stores a new random version with the session, and the
+ *    middleware hands it to the client in a small cookie. An entry is served only
+ *    to a client that presents a version the entry is known to contain; any other
+ *    client goes to the backend. So the client that wrote on A and reads on B
+ *    always sees its write, however late the bus is (read-your-writes).
+ *
+ * Filling the cache after a read, or after a write, is refused when a change to
+ * that session was seen after the read began: a slow read must not put back
+ * what an invalidation just removed.
+ */
+export class NearCache {
+  readonly #entries = new Map<string, Entry>()
+  readonly #maxEntries: number
+  readonly #maxBytes: number
+  readonly #maxAge: number
+  #bytes = 0
+  #hits = 0
+  #misses = 0
+  #ready = false
+  #closed = false
+  #unsubscribe: (() => Promise<void>) | undefined
+  /** Counts every change seen; `#changed` says when each session last changed. */
+  #seq = 0
+  readonly #changed = new Map<string, number>()
+  /** Changes older than this were dropped from `#changed`: assume any session changed then. */
+  #floor = 0
+  readonly #pending = new Map<string, Pending>()
+
+  constructor(options: NearCacheOptions = {}) {
+    this.#maxEntries = positiveInt('nearCache.maxEntries', options.maxEntries, 10_000)
+    this.#maxBytes = positiveInt('nearCache.maxBytes', options.maxBytes, 16 * 1024 * 1024)
+    this.#maxAge = positiveInt('nearCache.maxAge', options.maxAge, 5_000)
+  }
+
+  /** Subscribes to the backend's events; serves nothing until the subscription holds. */
+  async start(backend: Backend): Promise<void> {
+    if (!backend.subscribe) {
+      throw new InvalidOptionError(
+        `the near cache needs a backend with an event bus; ${backend.kind} has none`,
+      )
+    }
+    const unsubscribe = await backend.subscribe((event) => this.onEvent(event))
+    if (this.#closed) {
+      await unsubscribe()
+      return
+    }
+    this.#unsubscribe = unsubscribe
+    this.#ready = true
+  }
+
+  /** Stops serving and unsubscribes. */
+  async close(): Promise<void> {
+    this.#closed = true
+    this.#ready = false
+    this.clear()
+    await this.#unsubscribe?.()
+  }
+
+  /** The change counter: a load records it, a fill compares against it. */
+  get seq(): number {
+    return this.#seq
+  }
+
+  /** A copy of the cached snapshot, if it may answer a client presenting `version`. */
+  lookup(sid: string, version: string, now: number): Snapshot | undefined {
+    const entry = this.#ready ? this.#entries.get(sid) : undefined
+    if (
+      !entry ||
+      now - entry.confirmedAt >= this.#maxAge ||
+      entry.snapshot.meta.expiresAt <= now ||
+      !entry.snapshot.versions.includes(version)
+    ) {
+      this.#misses++
+      return undefined
+    }
+    this.#hits++
+    // Most recently used last: Map keeps insertion order.
+    this.#entries.delete(sid)
+    this.#entries.set(sid, entry)
+    return { ...entry.snapshot, loadSeq: this.#seq }
+  }
+
+  /** Caches what a backend read returned, unless the session changed since the read began. */
+  fill(sid: string, snapshot: Snapshot, now: number): void {
+    if (!this.#ready || this.#changedSince(sid, snapshot.loadSeq)) return
+    this.#put(sid, snapshot, now)
+  }
+
+  /** Called before an own write, so that its echo on the bus does not evict its result. */
+  expectOwnWrite(sid: string, now: number): void {
+    const pending = this.#pending.get(sid)
+    if (pending) {
+      pending.count++
+      pending.at = now
+    } else this.#pending.set(sid, { count: 1, at: now })
+  }
+
+  /** An own write failed or found the session gone: it may or may not echo; drop the copy. */
+  ownWriteFailed(sid: string): void {
+    const pending = this.#pending.get(sid)
+    if (pending && --pending.count <= 0) this.#pending.delete(sid)
+    this.forget(sid)
+  }
+
+  /**
+   * An own write succeeded: `next` is `base` plus the delta. It is cached only if
+   * nothing changed the session since `base` was loaded (another node's write, or
+   * a concurrent request here); otherwise the copy is dropped and the next request
+   * reads the backend.
+   */
+  wrote(sid: string, next: Snapshot, base: Snapshot | undefined, now: number): void {
+    const stale = base !== undefined && this.#changedSince(sid, base.loadSeq)
+    this.#markChanged(sid)
+    if (!this.#ready) return
+    if (stale) this.#remove(sid)
+    else this.#put(sid, next, now)
+  }
+
+  /** A touch reached the backend: the entry is confirmed and gets the new expiry. */
+  touched(sid: string, snapshot: Snapshot, now: number): void {
+    const entry = this.#entries.get(sid)
+    if (entry && entry.snapshot.version === snapshot.version) {
+      entry.snapshot = { ...entry.snapshot, meta: snapshot.meta }
+      entry.confirmedAt = now
+    }
+  }
+
+  /** Drops a session (destroyed, malformed, or changed elsewhere). */
+  forget(sid: string): void {
+    this.#markChanged(sid)
+    this.#remove(sid)
+  }
+
+  /** Drops every entry. */
+  clear(): void {
+    this.#entries.clear()
+    this.#bytes = 0
+    this.#floor = ++this.#seq
+    this.#changed.clear()
+  }
+
+  /** An event from the bus. */
+  onEvent(event: SessionEvent): void {
+    if (event.type === 'changed') {
+      const pending = this.#pending.get(event.sid)
+      if (pending) {
+        if (--pending.count <= 0) this.#pending.delete(event.sid)
+        // The echo of an own write, whose result is already cached. An echo that
+        // took too long may be someone else's change: evict to be safe.
+        if (Date.now() - pending.at < ECHO_WAIT) return
+      }
+    }
+    this.forget(event.sid)
+  }
+
+  /** Size and hit counts, for metrics and the benchmark. */
+  stats(): NearCacheStats {
+    return {
+      entries: this.#entries.size,
+      bytes: this.#bytes,
+      hits: this.#hits,
+      misses: this.#misses,
+      ready: this.#ready,
+    }
+  }
+
+  #changedSince(sid: string, seq: number): boolean {
+    return (this.#changed.get(sid) ?? this.#floor) > seq
+  }
+
+  #markChanged(sid: string): void {
+    const seq = ++this.#seq
+    this.#changed.delete(sid)
+    this.#changed.set(sid, seq)
+    if (this.#changed.size > CHANGE_LOG_LIMIT) {
+      for (const [oldest, at] of this.#changed) {
+        this.#changed.delete(oldest)
+        this.#floor = at
+        break
+      }
+    }
+  }
+
+  #put(sid: string, snapshot: Snapshot, now: number): void {
+    this.#remove(sid)
+    let bytes = ENTRY_OVERHEAD + sid.length
+    for (const key in snapshot.fields) {
+      bytes += key.length + (snapshot.fields[key] as string).length
+    }
+    if (bytes > this.#maxBytes) return
+    this.#entries.set(sid, { snapshot, bytes, confirmedAt: now })
+    this.#bytes += bytes
+    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      const oldest = this.#entries.keys().next()
+      if (oldest.done) break
+      this.#remove(oldest.value)
+    }
+  }
+
+  #remove(sid: string): void {
+    const entry = this.#entries.get(sid)
+    if (!entry) return
+    this.#entries.delete(sid)
+    this.#bytes -= entry.bytes
+  }
+}
+
+/** Starts a near cache over `backend`, reporting a failed subscription without throwing. */
+export function startNearCache(cache: NearCache, backend: Backend): Promise<void> {
+  return cache.start(backend).catch((error: unknown) => {
+    debug('near cache disabled: subscribing to %s events failed: %s', backend.kind, error)
+  })
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new InvalidOptionError(`${name} must be a positive integer, not ${value}`)
+  }
+  return value
+}
