@@ -180,7 +180,7 @@ function serverBlock(listen: string, sticky: boolean): string[] {
     '# WebSocket or a held long-poll is not cut by nginx.',
     `proxy_read_timeout ${PROXY_TIMEOUT_SECONDS}s;`,
     `proxy_send_timeout ${PROXY_TIMEOUT_SECONDS}s;`,
-    '# A node that is down refuses at once on loopback; a hung one is skipped fast.',
+    '# A node that is down refuses at once; one that does not accept in 2 s is skipped.',
     'proxy_connect_timeout 2s;',
     '# A request a node could not answer (down, restarting, reset, 502) goes to',
     '# the next node. nginx never resends a POST, LOCK or PATCH that already',
