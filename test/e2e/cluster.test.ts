@@ -119,6 +119,40 @@ describe('sessionmesh up --nodes 4', () => {
     expect((await new Browser(cluster.base).login('alice', 'wrong')).status).toBe(401)
   })
 
+  it('trusts X-Forwarded-* from nginx on loopback: client address, and secure cookies behind https', async () => {
+    const node = cluster.nodes[0]
+    if (!node) throw new Error('no node')
+    // What nginx terminating TLS for 203.0.113.9 would send to a node.
+    const response = await fetch(`http://127.0.0.1:${node.port}/api/login`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'x-forwarded-for': '203.0.113.9',
+        'x-forwarded-proto': 'https',
+        'user-agent': 'Proxied/1.0',
+      },
+      body: JSON.stringify({ username: 'bob', password: 'sessionmesh' }),
+    })
+    expect(response.status).toBe(200)
+    const cookie = response.headers.getSetCookie()[0] ?? ''
+    expect(cookie).toMatch(/; Secure/i)
+    const browser = new Browser(cluster.base)
+    browser.cookies.set('sessionmesh', cookie.split(';')[0]?.split('=')[1] ?? '')
+    const listed = await browser.request('GET', '/api/sessions')
+    const sessions = (listed.body as { sessions: Array<{ current: boolean; ip: string }> }).sessions
+    expect(sessions.find((entry) => entry.current)?.ip).toBe('203.0.113.9')
+    // Through nginx over plain http, the cookie is not marked Secure (or it would be dropped).
+    expect(
+      (
+        await fetch(`${cluster.base}/api/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-forwarded-proto': 'https' },
+          body: JSON.stringify({ username: 'bob', password: 'sessionmesh' }),
+        })
+      ).headers.getSetCookie()[0],
+    ).not.toMatch(/; Secure/i)
+  })
+
   it('keeps all 100 kv pairs written concurrently by requests landing on different nodes', async () => {
     const bob = new Browser(cluster.base)
     await bob.login('bob')

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { renderNginxConfig } from './nginx-config.js'
-import { isListening, sleep, waitUntil } from './system.js'
+import { isListening, stopProcess, waitUntil } from './system.js'
 
 /**
  * The `user` nginx workers should drop to: only when this process is root, where
@@ -101,20 +101,4 @@ export function errorLogTail(prefix: string): string {
   const path = join(prefix, 'logs', 'error.log')
   if (!existsSync(path)) return '(no error log)'
   return readFileSync(path, 'utf8').trim().split('\n').slice(-5).join('\n')
-}
-
-/** Sends `signal`, then SIGKILL if the process is still there after `timeoutMs`. */
-export async function stopProcess(
-  child: ChildProcess,
-  signal: NodeJS.Signals,
-  timeoutMs: number,
-): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  child.kill(signal)
-  const timedOut = await Promise.race([exited.then(() => false), sleep(timeoutMs).then(() => true)])
-  if (timedOut) {
-    child.kill('SIGKILL')
-    await exited
-  }
 }

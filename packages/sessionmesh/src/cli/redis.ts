@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createConnection } from 'node:net'
-import { stopProcess } from './nginx.js'
-import { waitUntil } from './system.js'
+import { stopProcess, waitUntil } from './system.js'
 
 /** A private redis-server that `sessionmesh up` started. */
 export interface RunningRedis {

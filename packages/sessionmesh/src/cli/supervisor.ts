@@ -1,9 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { get } from 'node:http'
 import type { Logger } from 'pino'
-import { stopProcess } from './nginx.js'
 import { FAIL_TIMEOUT_SECONDS } from './nginx-config.js'
-import { isListening, sleep, waitUntil } from './system.js'
+import { isListening, sleep, stopProcess, waitUntil } from './system.js'
 
 /** Options of {@link Supervisor}. */
 export interface SupervisorOptions {

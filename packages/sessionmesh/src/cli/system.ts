@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { type ChildProcess, spawnSync } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
 import { createConnection, createServer } from 'node:net'
 import { delimiter, join } from 'node:path'
@@ -176,4 +176,20 @@ export async function waitUntil(
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/** Sends `signal`, then SIGKILL if the process is still there after `timeoutMs`. */
+export async function stopProcess(
+  child: ChildProcess,
+  signal: NodeJS.Signals,
+  timeoutMs: number,
+): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  child.kill(signal)
+  const timedOut = await Promise.race([exited.then(() => false), sleep(timeoutMs).then(() => true)])
+  if (timedOut) {
+    child.kill('SIGKILL')
+    await exited
+  }
 }
