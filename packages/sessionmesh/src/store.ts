@@ -105,7 +105,7 @@ export class SessionStore extends EventEmitter {
   constructor(options: SessionStoreOptions = {}) {
     super()
     this.backend = options.backend ?? memoryBackend()
-    this.#engine = new SessionEngine({ ...options, backend: this.backend })
+    this.#engine = adopted ?? new SessionEngine({ ...options, backend: this.backend })
     engines.set(this, this.#engine)
   }
 
@@ -248,6 +248,17 @@ export function engineOf(store: object): SessionEngine | undefined {
 }
 
 const engines = new WeakMap<object, SessionEngine>()
+let adopted: SessionEngine | undefined
+
+/** A store over an existing engine: the middleware's `store`, sharing its near cache. */
+export function storeOver(engine: SessionEngine): SessionStore {
+  adopted = engine
+  try {
+    return new SessionStore({ backend: engine.backend })
+  } finally {
+    adopted = undefined
+  }
+}
 
 /** The device a new session comes from: express-session's Session carries its request. */
 export function deviceOf(req: DeviceSource | undefined): Device {

@@ -109,7 +109,7 @@ export class SessionEngine {
    * fail-open, when the backend is down). With `version` (what the client
    * presented) the near cache may answer without a round trip.
    */
-  async load(sid: string, version?: string): Promise<Loaded | null> {
+  async load(sid: string, version?: string, onFailOpen?: () => void): Promise<Loaded | null> {
     const near = this.near
     const now = Date.now()
     if (near && version !== undefined) {
@@ -125,7 +125,10 @@ export class SessionEngine {
         reportMalformed(sid, this.backend.kind, error)
         return null
       }
-      if (this.failOpen && error instanceof StoreUnavailableError) return null
+      if (this.failOpen && error instanceof StoreUnavailableError) {
+        onFailOpen?.()
+        return null
+      }
       throw error
     }
     if (!stored) return null

@@ -1,0 +1,134 @@
+import { createHmac, timingSafeEqual } from 'node:crypto'
+
+/**
+ * The session cookie as express-session puts it on the wire, so that either
+ * middleware reads the other's cookies: `s:` + id + `.` + the HMAC-SHA256 of the id
+ * in base64 without padding, URI-encoded.
+ */
+
+/** `value.signature`, the signature being HMAC-SHA256 in base64 without `=` padding. */
+export function sign(value: string, secret: string): string {
+  return `${value}.${mac(value, secret)}`
+}
+
+/** The value inside `signed` if one of `secrets` signed it, else `undefined`. Constant time per secret. */
+export function unsign(signed: string, secrets: readonly string[]): string | undefined {
+  const dot = signed.lastIndexOf('.')
+  if (dot <= 0) return undefined
+  const value = signed.slice(0, dot)
+  const given = Buffer.from(signed.slice(dot + 1))
+  for (const secret of secrets) {
+    const expected = Buffer.from(mac(value, secret))
+    if (expected.length === given.length && timingSafeEqual(expected, given)) return value
+  }
+  return undefined
+}
+
+function mac(value: string, secret: string): string {
+  return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '')
+}
+
+/**
+ * The value of cookie `name` in a `Cookie` header: the first one when the name
+ * repeats, trimmed, unquoted and URI-decoded (left as is when it does not decode),
+ * as the `cookie` package that express-session uses reads it.
+ */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined
+  let start = 0
+  const length = header.length
+  while (start < length) {
+    let end = header.indexOf(';', start)
+    if (end === -1) end = length
+    const eq = header.indexOf('=', start)
+    if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name) {
+      let value = header.slice(eq + 1, end).trim()
+      if (value.length > 1 && value.charCodeAt(0) === 34 && value.endsWith('"')) {
+        value = value.slice(1, -1)
+      }
+      return value.includes('%') ? tryDecode(value) : value
+    }
+    start = end + 1
+  }
+  return undefined
+}
+
+function tryDecode(value: string): string {
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    return value
+  }
+}
+
+/** The attributes of a `Set-Cookie`, as express-session's cookie data holds them. */
+export interface CookieAttributes {
+  expires?: Date | null | undefined
+  domain?: string | undefined
+  path?: string | undefined
+  httpOnly?: boolean | undefined
+  secure?: boolean | 'auto' | undefined
+  partitioned?: boolean | undefined
+  priority?: 'low' | 'medium' | 'high' | undefined
+  sameSite?: boolean | 'lax' | 'strict' | 'none' | undefined
+}
+
+const PRIORITY = { low: 'Low', medium: 'Medium', high: 'High' } as const
+const SAME_SITE = { lax: 'Lax', strict: 'Strict', none: 'None' } as const
+
+/**
+ * A `Set-Cookie` value with the attributes in the order the `cookie` package
+ * writes them, so that switching middleware changes nothing a client sees.
+ */
+export function serializeCookie(name: string, value: string, attributes: CookieAttributes): string {
+  let out = `${name}=${encodeURIComponent(value)}`
+  if (attributes.domain) out += `; Domain=${attributes.domain}`
+  if (attributes.path) out += `; Path=${attributes.path}`
+  if (attributes.expires) out += `; Expires=${attributes.expires.toUTCString()}`
+  if (attributes.httpOnly) out += '; HttpOnly'
+  if (attributes.secure) out += '; Secure'
+  if (attributes.partitioned) out += '; Partitioned'
+  if (attributes.priority) out += `; Priority=${PRIORITY[attributes.priority]}`
+  const sameSite = attributes.sameSite
+  if (sameSite) out += `; SameSite=${sameSite === true ? 'Strict' : SAME_SITE[sameSite]}`
+  return out
+}
+
+/**
+ * Remembers which signed cookie values verified, so a returning client costs a
+ * map lookup instead of an HMAC. Only successes are kept, and at most `limit`:
+ * garbage cookies cannot grow it.
+ */
+export class VerifiedCookies {
+  readonly #secrets: readonly string[]
+  readonly #limit: number
+  #verified = new Map<string, string>()
+  #signed = new Map<string, string>()
+
+  constructor(secrets: readonly string[], limit = 10_000) {
+    this.#secrets = secrets
+    this.#limit = limit
+  }
+
+  /** The session id in a cookie value (`s:` + signed id), or `undefined` if it is not one we signed. */
+  sid(raw: string): string | undefined {
+    const known = this.#verified.get(raw)
+    if (known !== undefined) return known
+    if (!raw.startsWith('s:')) return undefined
+    const sid = unsign(raw.slice(2), this.#secrets)
+    if (sid === undefined) return undefined
+    if (this.#verified.size >= this.#limit) this.#verified = new Map()
+    this.#verified.set(raw, sid)
+    return sid
+  }
+
+  /** The cookie value for `sid`, signed with the first secret. */
+  value(sid: string): string {
+    const known = this.#signed.get(sid)
+    if (known !== undefined) return known
+    const value = `s:${sign(sid, this.#secrets[0] as string)}`
+    if (this.#signed.size >= this.#limit) this.#signed = new Map()
+    this.#signed.set(sid, value)
+    return value
+  }
+}

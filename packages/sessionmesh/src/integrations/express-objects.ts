@@ -1,0 +1,201 @@
+import { type CookieAttributes, serializeCookie } from './express-cookie.js'
+
+/** Options of the session cookie, as express-session takes them. */
+export interface SessionCookieOptions {
+  /**
+   * Lifetime in ms from the last time the session was saved or touched; `null` for a
+   * browser-session cookie (no `Expires`).
+   * @default null
+   */
+  maxAge?: number | null
+  /** An absolute expiry; prefer `maxAge`. */
+  expires?: Date | null
+  /** @default true */
+  httpOnly?: boolean
+  /** @default '/' */
+  path?: string
+  domain?: string
+  /**
+   * `'auto'`: secure exactly when the request is (see the `proxy` option).
+   * @default false
+   */
+  secure?: boolean | 'auto'
+  sameSite?: boolean | 'lax' | 'strict' | 'none'
+  partitioned?: boolean
+  priority?: 'low' | 'medium' | 'high'
+}
+
+/** The JSON form of a cookie, as express-session stores it (`expires` as an ISO string). */
+export interface CookieData {
+  originalMaxAge: number | null
+  partitioned?: boolean | undefined
+  priority?: 'low' | 'medium' | 'high' | undefined
+  expires: Date | null
+  secure?: boolean | 'auto' | undefined
+  httpOnly?: boolean | undefined
+  domain?: string | undefined
+  path?: string | undefined
+  sameSite?: boolean | 'lax' | 'strict' | 'none' | undefined
+}
+
+/**
+ * `req.session.cookie`: the same fields and accessors as express-session's Cookie,
+ * so that code setting `maxAge` or reading `expires` keeps working.
+ */
+export class SessionCookie {
+  path = '/'
+  httpOnly = true
+  secure: boolean | 'auto' | undefined
+  domain: string | undefined
+  sameSite: boolean | 'lax' | 'strict' | 'none' | undefined
+  partitioned: boolean | undefined
+  priority: 'low' | 'medium' | 'high' | undefined
+  /** The `maxAge` the cookie was given, in ms; what each touch extends the session by. */
+  originalMaxAge: number | null = null
+  #expires: Date | null = null
+
+  constructor(options: SessionCookieOptions | Record<string, unknown> = {}) {
+    const o = options as SessionCookieOptions
+    if (o.path !== undefined) this.path = o.path
+    if (o.httpOnly !== undefined) this.httpOnly = o.httpOnly
+    this.secure = o.secure
+    this.domain = o.domain
+    this.sameSite = o.sameSite
+    this.partitioned = o.partitioned
+    this.priority = o.priority
+    if (o.expires !== undefined) this.expires = o.expires
+    if (o.maxAge !== undefined) this.maxAge = o.maxAge
+    if (o.maxAge === undefined && o.expires === undefined) this.originalMaxAge = null
+  }
+
+  /** When the browser drops the cookie; `null` for a browser-session cookie. */
+  get expires(): Date | null {
+    return this.#expires
+  }
+
+  set expires(date: Date | null) {
+    this.#expires = date
+    this.originalMaxAge = this.maxAge
+  }
+
+  /** Milliseconds left; setting it moves `expires` and `originalMaxAge`. */
+  get maxAge(): number | null {
+    return this.#expires ? this.#expires.getTime() - Date.now() : null
+  }
+
+  set maxAge(ms: number | null) {
+    if (ms !== null && typeof ms !== 'number') throw new TypeError('maxAge must be a number')
+    this.expires = typeof ms === 'number' ? new Date(Date.now() + ms) : null
+  }
+
+  /** The attributes, in express-session's order (which is also the stored JSON's). */
+  get data(): CookieData {
+    return {
+      originalMaxAge: this.originalMaxAge,
+      partitioned: this.partitioned,
+      priority: this.priority,
+      expires: this.#expires,
+      secure: this.secure,
+      httpOnly: this.httpOnly,
+      domain: this.domain,
+      path: this.path,
+      sameSite: this.sameSite,
+    }
+  }
+
+  /** A `Set-Cookie` value for `name=value` with these attributes. */
+  serialize(name: string, value: string): string {
+    return serializeCookie(name, value, this.data as CookieAttributes)
+  }
+
+  toJSON(): CookieData {
+    return this.data
+  }
+
+  /** A cookie from its stored JSON (`expires` as a string), keeping the stored `originalMaxAge`. */
+  static from(stored: Record<string, unknown>): SessionCookie {
+    const { expires, originalMaxAge, maxAge: _maxAge, ...rest } = stored
+    const cookie = new SessionCookie(rest)
+    if (typeof expires === 'string' || typeof expires === 'number') {
+      cookie.expires = new Date(expires)
+    }
+    cookie.originalMaxAge = typeof originalMaxAge === 'number' ? originalMaxAge : null
+    return cookie
+  }
+}
+
+/** What a session's methods act through: the request that holds it. */
+export interface SessionHost {
+  save(session: Session): Promise<void>
+  reload(session: Session): Promise<void>
+  regenerate(session: Session): Promise<void>
+  destroy(session: Session): Promise<void>
+  /** A save without a callback failed: the request answers with that error if it still can. */
+  unreported(error: unknown): void
+}
+
+type Done = (error?: unknown) => void
+
+/**
+ * `req.session`: the application's data as own properties, plus express-session's
+ * methods. `id` and `req` are not enumerable, so they are never stored.
+ */
+export class Session {
+  [key: string]: unknown
+  declare readonly id: string
+  declare readonly req: object
+  declare cookie: SessionCookie
+  readonly #host: SessionHost
+
+  constructor(host: SessionHost, req: object, id: string, cookie: SessionCookie) {
+    Object.defineProperty(this, 'req', { value: req })
+    Object.defineProperty(this, 'id', { value: id })
+    this.#host = host
+    this.cookie = cookie
+  }
+
+  /** Resets the cookie's expiry to a full `originalMaxAge` from now. */
+  touch(): this {
+    return this.resetMaxAge()
+  }
+
+  /** Resets the cookie's expiry to a full `originalMaxAge` from now. */
+  resetMaxAge(): this {
+    this.cookie.maxAge = this.cookie.originalMaxAge
+    return this
+  }
+
+  /**
+   * Saves now. Without a callback a failure is not lost: the request answers
+   * with it, if it has not answered yet.
+   */
+  save(callback?: Done): this {
+    this.#run(this.#host.save(this), callback)
+    return this
+  }
+
+  /** Replaces `req.session` with the stored version. */
+  reload(callback: Done): this {
+    this.#run(this.#host.reload(this), callback)
+    return this
+  }
+
+  /** Destroys this session and puts a new, empty one with a new id in `req.session`. */
+  regenerate(callback: Done): this {
+    this.#run(this.#host.regenerate(this), callback)
+    return this
+  }
+
+  /** Destroys this session everywhere and removes `req.session`. */
+  destroy(callback?: Done): this {
+    this.#run(this.#host.destroy(this), callback)
+    return this
+  }
+
+  #run(work: Promise<void>, callback: Done | undefined): void {
+    work.then(
+      () => callback?.(),
+      (error: unknown) => (callback ? callback(error) : this.#host.unreported(error)),
+    )
+  }
+}

@@ -1,0 +1,307 @@
+import type { ServerResponse } from 'node:http'
+import type { TLSSocket } from 'node:tls'
+import { encodeSession } from '../core/codec.js'
+import type { Loaded, Snapshot } from '../core/engine.js'
+import { debug } from '../core/telemetry.js'
+import { deviceOf } from '../store.js'
+import type { Config, SessionRequest } from './express.js'
+import { serializeCookie } from './express-cookie.js'
+import {
+  Session,
+  SessionCookie,
+  type SessionCookieOptions,
+  type SessionHost,
+} from './express-objects.js'
+
+type Fields = Record<string, string>
+type End = ServerResponse['end']
+
+/**
+ * One request's session bookkeeping: what was loaded, what was saved, and what
+ * the response must carry. It wraps `res.writeHead` (to add cookies as headers
+ * leave) and `res.end` (to save before the response starts).
+ */
+export class RequestState implements SessionHost {
+  readonly cookieId: string | undefined
+  readonly #c: Config
+  readonly #req: SessionRequest
+  readonly #res: ServerResponse
+  readonly #next: (error?: unknown) => void
+  readonly #snapshots = new WeakMap<Session, Snapshot>()
+  /** The id and fields the request started with: what "modified" compares to. */
+  #originalId: string | undefined
+  #baseFields: Fields | undefined
+  /** The fields last saved (or loaded, unless `resave`): what "saved" compares to. */
+  #savedFields: Fields | undefined
+  #endFields: Fields | undefined
+  #touched = false
+  #ending = false
+  #headersDone = false
+  /** A save failed or was refused: send no session cookie. */
+  #failed = false
+  /** Fail-open outage: an anonymous session that is never saved nor sent. */
+  #degraded = false
+  #destroyedId: string | undefined
+  /** The version cookie to send (near cache only). */
+  #version: string | undefined
+  #unreported: unknown
+
+  constructor(
+    config: Config,
+    req: SessionRequest,
+    res: ServerResponse,
+    next: (error?: unknown) => void,
+    cookieId: string | undefined,
+  ) {
+    this.#c = config
+    this.#req = req
+    this.#res = res
+    this.#next = next
+    this.cookieId = cookieId
+    const writeHead = res.writeHead
+    const end = res.end
+    const state = this
+    res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+      state.#onHeaders()
+      return (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args)
+    } as ServerResponse['writeHead']
+    res.end = function (this: ServerResponse, ...args: unknown[]) {
+      return state.#onEnd(end, args)
+    } as End
+  }
+
+  /** A new, empty session with a new id. */
+  generate(initial = true): void {
+    const req = this.#req
+    const id = this.#c.genid(req)
+    req.sessionID = id
+    const cookie = new SessionCookie(this.#c.cookie)
+    if (this.#c.cookie.secure === 'auto') cookie.secure = this.#isSecure()
+    const session = new Session(this, req, id, cookie)
+    req.session = session
+    this.#savedFields = undefined
+    if (initial) {
+      this.#originalId = id
+      this.#baseFields = encodeSession(session)
+    }
+  }
+
+  /** The backend is down and the policy is fail-open: run as anonymous, write nothing. */
+  degrade(): void {
+    this.generate()
+    this.#degraded = true
+  }
+
+  /** `req.session` from a loaded session. */
+  inflate(loaded: Loaded, presented: string | undefined): void {
+    const session = this.#materialize(loaded)
+    this.#originalId = session.id
+    this.#baseFields = loaded.snapshot.fields
+    this.#savedFields = this.#c.resave ? undefined : loaded.snapshot.fields
+    const version = loaded.snapshot.version
+    // A client holding an older version would miss the near cache on every request.
+    if (this.#c.near && version !== undefined && version !== presented) this.#version = version
+  }
+
+  async save(session: Session): Promise<void> {
+    await this.#save(session, encodeSession(session))
+  }
+
+  async reload(session: Session): Promise<void> {
+    const loaded = await this.#c.source.load(session.id, undefined, () => {})
+    if (!loaded) throw new Error('failed to load session')
+    this.#materialize(loaded)
+  }
+
+  async regenerate(session: Session): Promise<void> {
+    await this.#c.source.destroy(session.id)
+    this.#destroyedId = session.id
+    this.generate(false)
+  }
+
+  async destroy(session: Session): Promise<void> {
+    const req = this.#req
+    if (req.session === session) delete req.session
+    await this.#c.source.destroy(session.id)
+    this.#destroyedId = session.id
+  }
+
+  unreported(error: unknown): void {
+    if (this.#ending) debug('a save without a callback failed after the response ended: %s', error)
+    else this.#unreported ??= error
+  }
+
+  #materialize({ data, snapshot }: Loaded): Session {
+    const req = this.#req
+    const id = req.sessionID as string
+    const cookie = SessionCookie.from(data.cookie as Record<string, unknown>)
+    const session = new Session(this, req, id, cookie)
+    for (const key in data) {
+      if (!(key in session)) session[key] = data[key]
+    }
+    req.session = session
+    this.#snapshots.set(session, snapshot)
+    return session
+  }
+
+  async #save(session: Session, fields: Fields): Promise<void> {
+    const snapshot = this.#snapshots.get(session)
+    const device = snapshot ? {} : deviceOf(this.#req)
+    const saved = await this.#c.source.save(session.id, session, snapshot, device, fields)
+    if (saved) {
+      this.#snapshots.set(session, saved)
+      if (session === this.#req.session) this.#savedFields = fields
+      if (this.#c.near) this.#version = saved.version
+    } else {
+      // Refused (destroyed meanwhile) or skipped (fail-open outage): do not hand
+      // the client a cookie for a session that is not stored.
+      if (session === this.#req.session) this.#failed = true
+    }
+  }
+
+  #onEnd(end: End, args: unknown[]): ServerResponse {
+    const res = this.#res
+    const finish = () => (end as (...a: unknown[]) => ServerResponse).apply(res, args)
+    if (this.#ending) return finish()
+    this.#ending = true
+    let work: Promise<void> | undefined
+    try {
+      work = this.#finish()
+    } catch (error) {
+      work = Promise.reject(error)
+    }
+    if (!work) return finish()
+    work.then(finish, (error: unknown) => {
+      this.#failed = true
+      // Before the headers: the application's error handler answers instead.
+      // After (a streamed response): Express's final handler closes the connection.
+      this.#next(error)
+      if (res.headersSent && !res.writableEnded && !res.destroyed) finish()
+    })
+    return res
+  }
+
+  /** What the end of the request must do; a Promise when it must wait for the backend. */
+  #finish(): Promise<void> | undefined {
+    if (this.#unreported !== undefined) return Promise.reject(this.#unreported)
+    const req = this.#req
+    const session = req.session
+    if (!(session instanceof Session)) {
+      const sid = req.sessionID
+      if (session == null && this.#c.unsetDestroy && sid !== undefined && !this.#degraded) {
+        this.#destroyedId = sid
+        return this.#c.source.destroy(sid)
+      }
+      return undefined
+    }
+    if (this.#degraded) return undefined
+    this.#touchCookie(session)
+    const fields = encodeSession(session)
+    this.#endFields = fields
+    if (this.#shouldSave(session, fields)) return this.#save(session, fields)
+    if (this.cookieId === session.id) {
+      const snapshot = this.#snapshots.get(session)
+      if (this.#c.source.touchDue(session, snapshot)) {
+        // The response does not wait for a touch, and a failed touch fails nothing.
+        this.#c.source.touch(session.id, session, snapshot).catch((error: unknown) => {
+          debug('touch failed: %s', error)
+        })
+      }
+    }
+    return undefined
+  }
+
+  #touchCookie(session: Session): void {
+    if (this.#touched) return
+    this.#touched = true
+    session.resetMaxAge()
+  }
+
+  #isModified(session: Session, fields: Fields): boolean {
+    return this.#originalId !== session.id || !sameFields(fields, this.#baseFields)
+  }
+
+  #shouldSave(session: Session, fields: Fields): boolean {
+    if (!this.#c.saveUninitialized && !this.#savedFields && this.cookieId !== session.id) {
+      return this.#isModified(session, fields)
+    }
+    const saved =
+      this.#savedFields !== undefined &&
+      this.#originalId === session.id &&
+      sameFields(fields, this.#savedFields)
+    return !saved
+  }
+
+  #shouldSetCookie(session: Session): boolean {
+    const modified = () => this.#isModified(session, this.#endFields ?? encodeSession(session))
+    if (this.cookieId !== session.id) return this.#c.saveUninitialized || modified()
+    return this.#c.rolling || (session.cookie.expires != null && modified())
+  }
+
+  #onHeaders(): void {
+    if (this.#headersDone) return
+    this.#headersDone = true
+    const c = this.#c
+    const session = this.#req.session
+    const cookies: string[] = []
+    if (!(session instanceof Session)) {
+      if (this.#destroyedId !== undefined && this.#destroyedId === this.cookieId) {
+        cookies.push(expiredCookie(c.name, c.cookie))
+        if (c.near) cookies.push(expiredCookie(c.versionName, c.cookie))
+      }
+    } else if (!this.#failed && !this.#degraded) {
+      this.#touchCookie(session)
+      const cookie = session.cookie
+      const allowed = !cookie.secure || this.#isSecure()
+      if (allowed && this.#shouldSetCookie(session)) {
+        cookies.push(cookie.serialize(c.name, c.cookies.value(session.id)))
+      }
+      if (allowed && this.#version !== undefined) {
+        cookies.push(serializeCookie(c.versionName, this.#version, cookie.data))
+      }
+    }
+    if (cookies.length > 0) appendSetCookie(this.#res, cookies)
+  }
+
+  #isSecure(): boolean {
+    const req = this.#req
+    if ((req.socket as TLSSocket | undefined)?.encrypted) return true
+    const proxy = this.#c.proxy
+    if (proxy === false) return false
+    if (proxy !== true) return req.secure === true
+    const header = req.headers['x-forwarded-proto']
+    const first = (Array.isArray(header) ? header[0] : header)?.split(',')[0]
+    return first?.trim().toLowerCase() === 'https'
+  }
+}
+
+function sameFields(a: Fields, b: Fields | undefined): boolean {
+  if (!b) return false
+  let count = 0
+  for (const key in a) {
+    if (a[key] !== b[key]) return false
+    count++
+  }
+  for (const _ in b) count--
+  return count === 0
+}
+
+function appendSetCookie(res: ServerResponse, cookies: string[]): void {
+  const previous = res.getHeader('set-cookie')
+  if (previous === undefined) res.setHeader('set-cookie', cookies)
+  else if (Array.isArray(previous)) res.setHeader('set-cookie', [...previous, ...cookies])
+  else res.setHeader('set-cookie', [String(previous), ...cookies])
+}
+
+/** A `Set-Cookie` that makes the browser drop cookie `name`. */
+function expiredCookie(name: string, cookie: SessionCookieOptions): string {
+  return serializeCookie(name, '', {
+    domain: cookie.domain,
+    path: cookie.path ?? '/',
+    expires: new Date(0),
+    httpOnly: cookie.httpOnly ?? true,
+    secure: cookie.secure === true,
+    sameSite: cookie.sameSite,
+    partitioned: cookie.partitioned,
+  })
+}
