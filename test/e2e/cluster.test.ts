@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Browser, CLI, Cluster, canListen, freePortRange, isAlive } from '../support/cluster.js'
 import { RedisServer, waitFor } from '../support/redis-server.js'
@@ -350,7 +351,7 @@ describe('sessionmesh up --nodes 4', () => {
     expect(new Set(pids).size).toBeGreaterThanOrEqual(NODES.length * 3 + 3)
     expect(await cluster.stop()).toBe(0)
     expect(existsSync(prefix)).toBe(false)
-    expect(existsSync(`/tmp/sessionmesh-${cluster.port}.sock`)).toBe(false)
+    expect(existsSync(join(tmpdir(), `sessionmesh-${cluster.port}.sock`))).toBe(false)
     for (const port of [cluster.port, ...cluster.nodes.map((node) => node.port)]) {
       expect(await canListen(port)).toBe(true)
     }

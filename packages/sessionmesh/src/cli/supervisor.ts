@@ -150,6 +150,8 @@ export class Supervisor {
       `node ${node.id} to close its listener`,
       DRAIN_TIMEOUT_MS,
     )
+    // Stopped meanwhile: stop() has already taken the nodes it knew of down.
+    if (this.#stopping) return
     const fresh = this.#spawn(node)
     await this.#waitHealthy(node, fresh)
     node.restarts++

@@ -71,6 +71,13 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
     process.on('SIGTERM', onSignal)
   })
 
+  // SIGHUP would end the process by default; before `ready` there is nothing to restart.
+  let onHangup = () => logger.warn('SIGHUP before ready: ignored')
+  process.on('SIGHUP', () => {
+    logger.info({ signal: 'SIGHUP' }, 'signal received')
+    onHangup()
+  })
+
   try {
     let redisUrl = args.redis
     if (!redisUrl && redisBin) {
@@ -112,12 +119,11 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       restart: rolling,
       status: async () => ({ ok: true, message: 'running', nodes: nodes.list() }),
     })
-    process.on('SIGHUP', () => {
-      logger.info({ signal: 'SIGHUP' }, 'signal received')
+    onHangup = () => {
       rolling().then((result) =>
         result.ok ? logger.info(result.message) : logger.error(result.message),
       )
-    })
+    }
   } catch (error) {
     await stop()
     throw error
