@@ -1,0 +1,295 @@
+// `npm run bench`: every configuration in its own process, the load generator in
+// another, a private redis-server; runs interleaved and repeated, medians
+// reported. Writes bench/RESULTS.md and bench/chart.png. Not a test: nothing here
+// gates CI on absolute numbers.
+//
+// Environment: BENCH_SECONDS (per run, default 3), BENCH_REPEAT (default 3),
+// BENCH_CONNECTIONS (default 16), BENCH_SESSIONS (default 10000), BENCH_ONLY
+// (comma-separated config names).
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, cpus, tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createClient } from 'redis'
+import { renderChart } from './chart.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 3)
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16)
+const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 10_000)
+const WARMUP = 0.5
+
+const CONFIGS = [
+  { name: 'none', label: 'express, no session' },
+  { name: 'es-memory', label: 'express-session + MemoryStore' },
+  { name: 'es-connect-redis', label: 'express-session + connect-redis' },
+  { name: 'es-sm-store', label: 'express-session + sessionmesh store (Redis)' },
+  { name: 'sm', label: 'sessionmesh middleware + Redis' },
+  { name: 'sm-near', label: 'sessionmesh middleware + Redis + near cache' },
+].filter((c) => !process.env.BENCH_ONLY || process.env.BENCH_ONLY.split(',').includes(c.name))
+
+const SCENARIOS = [
+  { name: 'ro-hot', label: 'read-only, 1 hot session', method: 'GET', path: '/ro', hot: true },
+  {
+    name: 'ro-10k',
+    label: `read-only, ${SESSIONS} sessions`,
+    method: 'GET',
+    path: '/ro',
+    hot: false,
+  },
+  {
+    name: 'rmw-hot',
+    label: 'read-modify-write, 1 hot session',
+    method: 'POST',
+    path: '/rmw',
+    hot: true,
+  },
+  {
+    name: 'rmw-10k',
+    label: `read-modify-write, ${SESSIONS} sessions`,
+    method: 'POST',
+    path: '/rmw',
+    hot: false,
+  },
+]
+
+// Redis commands a request can send itself; everything else in commandstats ran inside a script.
+const TOP_LEVEL = new Set([
+  'get',
+  'set',
+  'setex',
+  'expire',
+  'pexpire',
+  'hgetall',
+  'evalsha',
+  'eval',
+  'del',
+])
+
+const multiCore = availableParallelism() >= 2 && hasTaskset()
+const pin = (core, command, args) =>
+  multiCore ? ['taskset', ['-c', String(core), command, ...args]] : [command, args]
+
+function hasTaskset() {
+  try {
+    execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function startRedis(dir) {
+  const port = 20_000 + Math.floor(Math.random() * 20_000)
+  const [cmd, args] = pin(1, 'redis-server', [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+  ])
+  const child = spawn(cmd, args, { stdio: 'ignore' })
+  const client = createClient({ url: `redis://127.0.0.1:${port}` })
+  client.on('error', () => {})
+  for (let i = 0; ; i++) {
+    try {
+      await client.connect()
+      break
+    } catch (error) {
+      if (i > 100) throw error
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  return { child, client, url: `redis://127.0.0.1:${port}` }
+}
+
+function startServer(config, redisUrl) {
+  const [cmd, args] = pin(0, process.execPath, [join(here, 'server.mjs'), config, redisUrl])
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+  return new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout.on('data', (chunk) => {
+      out += chunk
+      const match = /listening (\d+)/.exec(out)
+      if (match) resolve({ child, port: Number(match[1]) })
+    })
+    child.once('exit', (code) => reject(new Error(`server ${config} exited with ${code}`)))
+  })
+}
+
+function load(args) {
+  const [cmd, rest] = pin(1, process.execPath, [join(here, 'load.mjs'), ...args])
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk) => (out += chunk))
+    child.once('exit', (code) =>
+      code === 0
+        ? resolve(out.trim() ? JSON.parse(out) : {})
+        : reject(new Error(`load ${args[0]} exited with ${code}`)),
+    )
+  })
+}
+
+async function commandStats(client) {
+  const info = await client.info('commandstats')
+  const stats = { all: 0, top: 0 }
+  for (const match of info.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) {
+    const [, name, calls] = match
+    if (name === 'info') continue
+    stats.all += Number(calls)
+    if (TOP_LEVEL.has(name)) stats.top += Number(calls)
+  }
+  return stats
+}
+
+async function stopServer(child) {
+  const exited = new Promise((r) => child.once('exit', r))
+  child.kill('SIGTERM')
+  await exited
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+async function measureMemory(redis, dir) {
+  // Bytes per stored session: INFO used_memory before and after N logins through
+  // each configuration (sessionmesh's user index included).
+  const out = {}
+  for (const config of ['es-connect-redis', 'sm']) {
+    await redis.client.flushAll()
+    const before = Number(/used_memory:(\d+)/.exec(await redis.client.info('memory'))[1])
+    const server = await startServer(config, redis.url)
+    await load(['setup', String(server.port), String(SESSIONS), join(dir, 'mem.json')])
+    await stopServer(server.child)
+    const after = Number(/used_memory:(\d+)/.exec(await redis.client.info('memory'))[1])
+    out[config] = {
+      bytesPerSession: (after - before) / SESSIONS,
+      keys: await redis.client.dbSize(),
+    }
+  }
+  await redis.client.flushAll()
+  return out
+}
+
+async function main() {
+  const started = Date.now()
+  const dir = mkdtempSync(join(tmpdir(), 'sm-bench-'))
+  const redis = await startRedis(dir)
+  const results = {}
+  let near
+  try {
+    for (let rep = 0; rep < REPEAT; rep++) {
+      for (const config of CONFIGS) {
+        await redis.client.flushAll()
+        const server = await startServer(config.name, redis.url)
+        const cookies = join(dir, 'cookies.json')
+        if (config.name !== 'none')
+          await load(['setup', String(server.port), String(SESSIONS), cookies])
+        for (const scenario of SCENARIOS) {
+          const file = config.name === 'none' ? '-' : cookies
+          const base = ['run', String(server.port), scenario.method, scenario.path]
+          await load([
+            ...base,
+            String(WARMUP),
+            String(CONNECTIONS),
+            file,
+            scenario.hot ? 'hot' : '',
+          ])
+          const before = await commandStats(redis.client)
+          const result = await load([
+            ...base,
+            String(SECONDS),
+            String(CONNECTIONS),
+            file,
+            scenario.hot ? 'hot' : '',
+          ])
+          const after = await commandStats(redis.client)
+          result.all = (after.all - before.all) / result.requests
+          result.top = (after.top - before.top) / result.requests
+          const key = `${config.name}/${scenario.name}`
+          results[key] ??= []
+          results[key].push(result)
+          process.stderr.write(
+            `rep ${rep + 1}/${REPEAT} ${key.padEnd(26)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  round trips/req ${result.top.toFixed(2)}${result.errors ? `  errors ${result.errors}` : ''}\n`,
+          )
+        }
+        if (config.name === 'sm-near')
+          near = await (await fetch(`http://127.0.0.1:${server.port}/__stats`)).json()
+        await stopServer(server.child)
+      }
+    }
+    const memory = await measureMemory(redis, dir)
+    const report = summarize(results, memory, near, Date.now() - started)
+    writeFileSync(join(here, 'RESULTS.md'), report.markdown)
+    process.stdout.write(report.markdown)
+    await renderChart(report.chart, join(here, 'chart.png'))
+  } finally {
+    await redis.client.close().catch(() => {})
+    redis.child.kill('SIGKILL')
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+function summarize(results, memory, near, elapsed) {
+  const rows = []
+  const chart = []
+  for (const scenario of SCENARIOS) {
+    const baseline = median(results[`none/${scenario.name}`]?.map((r) => r.rps) ?? [Number.NaN])
+    for (const config of CONFIGS) {
+      const runs = results[`${config.name}/${scenario.name}`]
+      if (!runs) continue
+      const rps = median(runs.map((r) => r.rps))
+      const row = {
+        scenario: scenario.label,
+        config: config.label,
+        rps,
+        p50: median(runs.map((r) => r.p50)),
+        p99: median(runs.map((r) => r.p99)),
+        top: median(runs.map((r) => r.top)),
+        all: median(runs.map((r) => r.all)),
+        ratio: rps / baseline,
+      }
+      rows.push(row)
+      chart.push({ group: scenario.label, series: config.label, value: row.ratio })
+    }
+  }
+  const cpu = cpus()[0]?.model ?? 'unknown CPU'
+  let md = '# Benchmark results\n\n'
+  md += `Produced by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${availableParallelism()} × ${cpu}, Node ${process.version}, ${multiCore ? 'server pinned to core 0, load generator and redis-server to core 1' : 'no pinning (one core or no taskset)'}. `
+  md += `${REPEAT} interleaved repetitions of ${SECONDS} s per configuration and scenario (after ${WARMUP} s of warm-up), ${CONNECTIONS} keep-alive connections, medians shown. `
+  md += `Every configuration uses \`resave: false, saveUninitialized: false, cookie.maxAge\` of a day; the session holds a passport user. `
+  md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) per request; commands: every command Redis ran, including those inside scripts. Total time ${(elapsed / 1000).toFixed(0)} s.\n\n`
+  md +=
+    '| scenario | configuration | req/s | vs no session | p50 ms | p99 ms | round trips/req | commands/req |\n'
+  md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+  for (const r of rows) {
+    md += `| ${r.scenario} | ${r.config} | ${r.rps.toFixed(0)} | ${(r.ratio * 100).toFixed(0)}% | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.top.toFixed(2)} | ${r.all.toFixed(2)} |\n`
+  }
+  md += '\n## Memory\n\n'
+  md += `Redis \`used_memory\` growth per session after ${SESSIONS} logins (each session holds a passport user; sessionmesh's figure includes its user index):\n\n`
+  md += '| store | bytes per session | keys |\n| --- | ---: | ---: |\n'
+  for (const [config, m] of Object.entries(memory)) {
+    md += `| ${config === 'sm' ? 'sessionmesh (Redis hash + user index)' : 'connect-redis (string)'} | ${m.bytesPerSession.toFixed(0)} | ${m.keys} |\n`
+  }
+  if (memory.sm && memory['es-connect-redis']) {
+    md += `\nRatio sessionmesh / connect-redis: ${(memory.sm.bytesPerSession / memory['es-connect-redis'].bytesPerSession).toFixed(2)}.\n`
+  }
+  if (near?.near) {
+    md += `\nNear cache at the end of a run (${SESSIONS} sessions touched): ${near.near.entries} entries, ${(near.near.bytes / 1024).toFixed(0)} KiB accounted (data plus ${200} bytes per entry), hit rate ${((near.near.hits / Math.max(1, near.near.hits + near.near.misses)) * 100).toFixed(0)}%; process heap ${(near.heap / 1048576).toFixed(1)} MiB.\n`
+  }
+  md += '\n![throughput relative to express with no session](chart.png)\n'
+  return { markdown: md, chart }
+}
+
+await main()
