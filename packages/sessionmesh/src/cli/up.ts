@@ -57,14 +57,23 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   }
 
   let exitCode = 0
+  let ready = false
+  let aborted = false
   const done = new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'signal received')
+      // Before ready nothing is being served: kill what has started, and let the
+      // startup below fail fast and clean up.
+      if (!ready) {
+        aborted = true
+        killAll()
+        return
+      }
       // A second Ctrl-C means now.
       if (stopping) {
         killAll()
         process.exit(130)
       }
-      logger.info({ signal }, 'signal received')
       stop().then(resolve, resolve)
     }
     process.on('SIGINT', onSignal)
@@ -85,6 +94,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       mkdirSync(redisDir)
       redis = await startRedis(redisBin, await freePort(), redisDir)
       redisUrl = redis.url
+      if (aborted) throw new Error('stopped before ready')
       logger.info({ url: redisUrl, redisPid: redis.process.pid }, 'redis-server started')
       watch(redis.process, 'redis-server', () => stopping, fail)
     }
@@ -99,6 +109,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       logger,
     })
     await supervisor.start()
+    if (aborted) throw new Error('stopped before ready')
     nginx = await startNginx({
       bin: nginxBin,
       prefix: join(dir, 'nginx'),
@@ -124,10 +135,13 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
         result.ok ? logger.info(result.message) : logger.error(result.message),
       )
     }
+    if (aborted) throw new Error('stopped before ready')
   } catch (error) {
     await stop()
+    if (aborted) return 130
     throw error
   }
+  ready = true
 
   const lines = [`ready http://127.0.0.1:${args.port}`]
   for (const node of supervisor.list())
