@@ -1,5 +1,6 @@
 import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
+import { migrateMysql, mysqlBackend } from 'sessionmesh/mysql'
 import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
 import { redisBackend } from 'sessionmesh/redis'
 import { type TieredBackend, tieredBackend } from 'sessionmesh/tiered'
@@ -7,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backendContract } from '../support/contract.js'
 import { Client, startApp } from '../support/express-app.js'
 import { RedisServer } from '../support/redis-server.js'
-import { pgSchema } from '../support/sql.js'
+import { mysqlDatabase, pgSchema } from '../support/sql.js'
 
 let server: RedisServer
 beforeAll(async () => {
@@ -63,6 +64,28 @@ backendContract('tiered (redis over postgres)', async () => {
       await subject.client.del(`ct:s:${sid}`)
     },
     cleanup: subject.cleanup,
+  }
+})
+
+backendContract('tiered (redis over mysql)', async () => {
+  const client = await cacheClient()
+  const { pool, drop } = await mysqlDatabase()
+  await migrateMysql(pool)
+  const backend = tieredBackend({
+    cache: redisBackend({ client, prefix: 'ctm:' }),
+    durable: mysqlBackend({ pool, cleanupInterval: 0 }),
+  })
+  return {
+    backend,
+    corrupt: async (sid) => {
+      await pool.query(`UPDATE sessionmesh_sessions SET fields = '[1]' WHERE id = ?`, [sid])
+      await client.del(`ctm:s:${sid}`)
+    },
+    cleanup: async () => {
+      await backend.close()
+      client.destroy()
+      await drop()
+    },
   }
 })
 
