@@ -1,5 +1,11 @@
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import express, { type Response as ExpressResponse, type NextFunction, type Request } from 'express'
+import express, {
+  type Response as ExpressResponse,
+  type NextFunction,
+  type Request,
+  type RequestHandler,
+} from 'express'
 import session from 'express-session'
 import passport from 'passport'
 import { Strategy as LocalStrategy } from 'passport-local'
@@ -7,6 +13,10 @@ import type { SessionStore } from 'sessionmesh'
 
 export interface TestApp {
   url: string
+  /** The HTTP server, for attaching socket.io. */
+  server: Server
+  /** The session middleware the app uses, for sharing with socket.io. */
+  sessionMiddleware: RequestHandler
   /** Holds `PUT /slow/:key` after it has loaded its session, until the test calls `release()`. */
   gate: { waiting: Promise<void>; release(): void }
   close(): Promise<void>
@@ -32,15 +42,14 @@ export async function startApp(
   auth.deserializeUser<string>((id, done) => done(null, { id }))
 
   app.use(express.json({ strict: false }))
-  app.use(
-    session({
-      store,
-      secret: 'test secret',
-      resave: false,
-      saveUninitialized: false,
-      cookie,
-    }),
-  )
+  const sessionMiddleware = session({
+    store,
+    secret: 'test secret',
+    resave: false,
+    saveUninitialized: false,
+    cookie,
+  })
+  app.use(sessionMiddleware)
   app.use(auth.session())
 
   let release = () => {}
@@ -103,6 +112,8 @@ export async function startApp(
   const { port } = server.address() as AddressInfo
   return {
     url: `http://127.0.0.1:${port}`,
+    server,
+    sessionMiddleware,
     gate,
     close: () =>
       new Promise((resolve) => {

@@ -1,0 +1,279 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { debuglog } from 'node:util'
+import type { Namespace, Server, Socket } from 'socket.io'
+import type { SessionEvent } from '../core/backend.js'
+import type { SessionData } from '../core/codec.js'
+import { InvalidOptionError, redactSid } from '../core/errors.js'
+import { passportUser, type SessionStore } from '../store.js'
+
+const debug = debuglog('sessionmesh:socket.io')
+
+/** A connect/express middleware, as `express-session` or `sessionmesh/express` returns it. */
+export type SessionMiddleware = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: (error?: unknown) => void,
+) => void
+
+/** Options of {@link shareSession}. */
+export interface ShareSessionOptions {
+  /** The session middleware the HTTP app uses (same cookie name and secret). */
+  session: SessionMiddleware
+  /** The store behind that middleware; its backend's events reach every node. */
+  store: SessionStore
+  /**
+   * Refuse sockets whose session has no user (`connect_error` with message `unauthorized`).
+   * @default true
+   */
+  requireLogin?: boolean
+  /**
+   * The user a session belongs to; must agree with the store's `userId`.
+   * @default (session) => session.passport?.user, when it is a string or a number
+   */
+  userId?: (session: SessionData) => string | undefined
+  /**
+   * How often sessions with live sockets are checked for expiry, in ms. A session
+   * is read only when its known expiry has passed.
+   * @default 500
+   */
+  expiryCheckInterval?: number
+}
+
+/** Why {@link shareSession} closed a socket; sent to the client as `session:ended` before the disconnect. */
+export type SessionEndReason = 'revoked' | 'expired' | 'logged-out'
+
+/** What {@link shareSession} returns. */
+export interface SessionBinding {
+  /** Stops listening to session events (sockets stay open). */
+  close(): Promise<void>
+}
+
+/** Per-socket data the binding keeps in `socket.data.sessionmesh`. */
+interface Bound {
+  sid: string
+  userId: string | undefined
+}
+
+/** Per session with sockets on this node: the last view read and when to look again. */
+interface Watched {
+  view: SessionData
+  checkAt: number
+}
+
+/** Room of every socket of one session. */
+export const sessionRoom = (sid: string): string => `sessionmesh:session:${sid}`
+/** Room of every socket of one user, on every node (with a cluster adapter). */
+export const userRoom = (userId: string): string => `sessionmesh:user:${userId}`
+
+const bindings = new WeakMap<
+  Namespace,
+  { store: SessionStore; userId: ShareSessionOptions['userId'] }
+>()
+
+/**
+ * Shares the HTTP session with socket.io on the main namespace. The session
+ * middleware runs on the handshake only; sockets without a logged-in session are
+ * refused; each socket joins {@link sessionRoom} and {@link userRoom}; a session
+ * destroyed, revoked, logged out or expired on any node closes its sockets on every
+ * node, pushed by the store's backend events; activity on a socket keeps its
+ * session alive (throttled like lazy touch).
+ *
+ * Handlers read the current session with {@link readSession} and change it with
+ * {@link updateSession}, which writes a delta like an HTTP request does.
+ *
+ * @example
+ * const io = new Server(httpServer)
+ * await shareSession(io, { session: sessionMiddleware, store })
+ * io.on('connection', async (socket) => {
+ *   const session = await readSession(socket)
+ * })
+ */
+export async function shareSession(
+  io: Server,
+  options: ShareSessionOptions,
+): Promise<SessionBinding> {
+  const { store, session } = options
+  const requireLogin = options.requireLogin ?? true
+  const userIdOf = options.userId ?? passportUser
+  const subscribe = store.backend.subscribe?.bind(store.backend)
+  if (!subscribe) {
+    throw new InvalidOptionError(
+      `the ${store.backend.kind} backend publishes no session events; shareSession needs them to close revoked sockets`,
+    )
+  }
+  const namespace = io.of('/')
+  bindings.set(namespace, { store, userId: userIdOf })
+  const watched = new Map<string, Watched>()
+
+  // The engine sees every HTTP request of every transport; only the handshake
+  // (no engine.io `sid` yet) needs the session.
+  io.engine.use(
+    (
+      req: IncomingMessage & { _query?: Record<string, string> },
+      res: ServerResponse,
+      next: (error?: unknown) => void,
+    ) => {
+      if (req._query?.sid === undefined) session(req, res, next)
+      else next()
+    },
+  )
+
+  namespace.use((socket, next) => {
+    const req = socket.request as IncomingMessage & { session?: SessionData; sessionID?: string }
+    const sid = req.sessionID
+    const userId = req.session ? userIdOf(req.session) : undefined
+    if (!sid || (requireLogin && userId === undefined)) return next(new Error('unauthorized'))
+    const bound: Bound = { sid, userId }
+    socket.data.sessionmesh = bound
+    next()
+  })
+
+  namespace.on('connection', (socket) => {
+    const { sid, userId } = boundOf(socket)
+    socket.join(sessionRoom(sid))
+    if (userId !== undefined) socket.join(userRoom(userId))
+    void watch(sid)
+    // Any event from the client counts as activity: extend the session's expiry,
+    // at most as often as the store's lazy touch allows.
+    socket.use((_packet, next) => {
+      const entry = watched.get(sid)
+      if (entry)
+        void store.touch(sid, entry.view).catch((error) => debug('touch failed: %s', error))
+      next()
+    })
+    socket.on('disconnect', () => {
+      if (!namespace.adapter.rooms.get(sessionRoom(sid))?.size) watched.delete(sid)
+    })
+  })
+
+  /** Reads the session now and schedules the next expiry check, or ends it. */
+  async function watch(sid: string): Promise<void> {
+    let view: SessionData | null
+    try {
+      view = await store.get(sid)
+    } catch (error) {
+      // Store unavailable: keep the sockets and look again at the next tick.
+      debug('cannot check session %s: %s', redactSid(sid), error)
+      return
+    }
+    if (!namespace.adapter.rooms.get(sessionRoom(sid))?.size) {
+      watched.delete(sid)
+      return
+    }
+    if (!view) {
+      // Gone before its known expiry: destroyed (the event may still be on its way).
+      const known = watched.get(sid)
+      return end(sid, known && Date.now() >= known.checkAt ? 'expired' : 'revoked')
+    }
+    const sockets = await namespace.in(sessionRoom(sid)).local.fetchSockets()
+    const userId = userIdOf(view)
+    if (requireLogin && userId === undefined) return end(sid, 'logged-out')
+    if (
+      sockets.some((socket) => (socket.data.sessionmesh as Bound | undefined)?.userId !== userId)
+    ) {
+      return end(sid, 'logged-out')
+    }
+    watched.set(sid, { view, checkAt: expiryOf(view) })
+  }
+
+  function end(sid: string, reason: SessionEndReason): void {
+    watched.delete(sid)
+    debug('closing the sockets of session %s: %s', redactSid(sid), reason)
+    const local = namespace.local.in(sessionRoom(sid))
+    local.emit('session:ended', { reason })
+    local.disconnectSockets(true)
+  }
+
+  function onEvent(event: SessionEvent): void {
+    if (!namespace.adapter.rooms.get(sessionRoom(event.sid))?.size) return
+    if (event.type === 'destroyed') end(event.sid, 'revoked')
+    else void watch(event.sid)
+  }
+
+  const unsubscribe = await subscribe(onEvent)
+  const interval = options.expiryCheckInterval ?? 500
+  const timer = setInterval(() => {
+    const now = Date.now()
+    for (const [sid, entry] of watched) if (entry.checkAt <= now) void watch(sid)
+  }, interval)
+  timer.unref()
+
+  return {
+    async close() {
+      clearInterval(timer)
+      await unsubscribe()
+    },
+  }
+}
+
+/** The current session of a socket's user, read through the store (not the handshake's copy). */
+export async function readSession(socket: Socket): Promise<SessionData | null> {
+  const { store } = bindingOf(socket)
+  return store.get(boundOf(socket).sid)
+}
+
+/**
+ * Changes a socket's session: reads it, lets `change` modify it, and saves only the
+ * top-level keys that changed. Resolves to `false` if the session no longer exists.
+ */
+export async function updateSession(
+  socket: Socket,
+  change: (session: SessionData) => void | Promise<void>,
+): Promise<boolean> {
+  const { store } = bindingOf(socket)
+  const { sid } = boundOf(socket)
+  const session = await store.get(sid)
+  if (!session) return false
+  await change(session)
+  await store.set(sid, session)
+  return true
+}
+
+/** The user id of a socket accepted by {@link shareSession}. */
+export function socketUser(socket: Socket): string | undefined {
+  return boundOf(socket).userId
+}
+
+function boundOf(socket: Socket): Bound {
+  const bound = socket.data.sessionmesh as Bound | undefined
+  if (!bound) throw new InvalidOptionError('this socket was not accepted by shareSession()')
+  return bound
+}
+
+function bindingOf(socket: Socket) {
+  const binding = bindings.get(socket.nsp)
+  if (!binding)
+    throw new InvalidOptionError('shareSession() was not called on this socket’s server')
+  return binding
+}
+
+/** When to look at a session again: its cookie's expiry, or in a minute when it has none. */
+function expiryOf(view: SessionData): number {
+  const expires = (view.cookie as { expires?: unknown } | undefined)?.expires
+  const at = typeof expires === 'string' ? Date.parse(expires) : Number.NaN
+  return Number.isFinite(at) ? at : Date.now() + 60_000
+}
+
+/**
+ * Makes a Redis client safe to hand to a socket.io Redis adapter during an outage.
+ * The adapters publish heartbeats with no rejection handler, so with Redis down
+ * each one becomes an unhandled rejection, which ends a Node.js process by
+ * default. The client's publish methods are wrapped to log such failures
+ * (`NODE_DEBUG=sessionmesh:socket.io`) and answer 0 receivers instead.
+ *
+ * @example
+ * io.adapter(createAdapter(guardPublish(client.duplicate())))
+ */
+export function guardPublish<C extends object>(client: C): C {
+  for (const name of ['publish', 'sPublish', 'spublish', 'PUBLISH', 'SPUBLISH']) {
+    const original: unknown = Reflect.get(client, name)
+    if (typeof original !== 'function') continue
+    const guarded = (...args: unknown[]) =>
+      Promise.resolve(original.apply(client, args)).catch((error: unknown) => {
+        debug('adapter publish failed: %s', error)
+        return 0
+      })
+    Object.defineProperty(client, name, { value: guarded, configurable: true, writable: true })
+  }
+  return client
+}
