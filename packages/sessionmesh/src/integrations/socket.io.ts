@@ -8,12 +8,14 @@ import { passportUser, type SessionStore } from '../store.js'
 
 const debug = debuglog('sessionmesh:socket.io')
 
-/** A connect/express middleware, as `express-session` or `sessionmesh/express` returns it. */
-export type SessionMiddleware = (
-  req: IncomingMessage,
-  res: ServerResponse,
-  next: (error?: unknown) => void,
-) => void
+/**
+ * A connect/express middleware, as `express-session` or `sessionmesh/express` returns
+ * it. Declared as a method so that middlewares typed for Express's richer request
+ * type are accepted too.
+ */
+export type SessionMiddleware = {
+  handle(req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void
+}['handle']
 
 /** Options of {@link shareSession}. */
 export interface ShareSessionOptions {
