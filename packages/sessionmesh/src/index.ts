@@ -20,6 +20,7 @@ export {
   SessionTooLargeError,
   StoreUnavailableError,
 } from './core/errors.js'
+export type { NearCacheOptions, NearCacheStats } from './core/near-cache.js'
 export { channels } from './core/telemetry.js'
 export {
   type Callback,
