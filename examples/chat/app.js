@@ -53,6 +53,7 @@ export function sessionHandle(sid) {
  * @param {boolean | string | number} [options.trustProxy] Express's `trust proxy`;
  *   default `'loopback'`: nginx runs on this host, and only its X-Forwarded-* count.
  * @param {() => boolean} [options.draining] true once the node is shutting down
+ * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms; default one week
  */
 export function createApp(options) {
   const { store, nodeId, logger } = options
@@ -85,7 +86,12 @@ export function createApp(options) {
     secret: options.secret,
     resave: false,
     saveUninitialized: false,
-    cookie: { httpOnly: true, sameSite: 'lax', secure: 'auto', maxAge: 7 * 24 * 3_600_000 },
+    cookie: {
+      httpOnly: true,
+      sameSite: 'lax',
+      secure: 'auto',
+      maxAge: options.sessionMaxAge ?? 7 * 24 * 3_600_000,
+    },
   })
 
   app.use((_req, res, next) => {

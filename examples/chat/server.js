@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs one node of the demo: `node server.js`, configured by the environment that
-// `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET.
+// `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET;
+// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
 
 import { randomBytes } from 'node:crypto'
 import { realpathSync } from 'node:fs'
@@ -12,6 +13,7 @@ import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
 import { redisBackend } from 'sessionmesh/redis'
 import { createApp, demoUsers } from './app.js'
+import { attachChat } from './chat.js'
 
 /**
  * nginx keeps idle upstream connections for 60 s (`keepalive_timeout` in the
@@ -37,6 +39,7 @@ const SHUTDOWN_TIMEOUT_MS = 10_000
  * @param {string} options.secret
  * @param {import('pino').Logger} options.logger
  * @param {string} [options.password] the demo accounts' password
+ * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -59,17 +62,27 @@ export async function startNode(options) {
 
   const store = new SessionStore({ backend: redisBackend({ client }) })
   let draining = false
-  const { app } = createApp({
+  const { app, sessionMiddleware } = createApp({
     store,
     nodeId,
     logger,
     secret: options.secret,
     users: demoUsers(options.password),
     draining: () => draining,
+    ...(options.sessionMaxAge ? { sessionMaxAge: options.sessionMaxAge } : {}),
   })
   const server = createServer(app)
   server.keepAliveTimeout = KEEP_ALIVE_MS
   server.headersTimeout = KEEP_ALIVE_MS + 1_000
+  // Before listening: the first socket.io request may come as soon as nginx sees the port.
+  const chat = await attachChat({
+    server,
+    sessionMiddleware,
+    store,
+    nodeId,
+    redisUrl: options.redisUrl,
+    logger,
+  })
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
@@ -83,16 +96,20 @@ export async function startNode(options) {
       // http.Server#close would also drop idle keepalive connections at once, and
       // nginx may be writing a request on one right now: close only the listener.
       NetServer.prototype.close.call(server, () => resolve(undefined))
+      // Open WebSockets would keep the listener from closing: end them now, and
+      // their clients reconnect through nginx to another node.
+      chat.disconnectAll()
       setTimeout(() => server.closeIdleConnections(), DRAIN_GRACE_MS).unref()
       setTimeout(() => server.closeAllConnections(), SHUTDOWN_TIMEOUT_MS).unref()
     }).then(async () => {
+      await chat.close()
       await store.close()
       // Nothing is in flight any more; close() would wait for a Redis that may be gone.
       client.destroy()
     })
     return closing
   }
-  return { server, store, client, app, close }
+  return { server, store, client, app, chat, close }
 }
 
 async function main() {
@@ -116,6 +133,9 @@ async function main() {
     redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
     ...(process.env.HOST ? { host: process.env.HOST } : {}),
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
+    ...(process.env.SESSION_MAX_AGE_MS
+      ? { sessionMaxAge: Number(process.env.SESSION_MAX_AGE_MS) }
+      : {}),
   })
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.once(signal, async () => {

@@ -27,12 +27,13 @@ export class Cluster {
   stderr = ''
   readonly exited: Promise<number | null>
 
-  private constructor(args: string[], port: number) {
+  private constructor(args: string[], port: number, env: Record<string, string>) {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`)
     this.port = port
     this.base = `http://127.0.0.1:${port}`
     this.process = spawn(process.execPath, [CLI, 'up', '--port', String(port), ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
     })
     this.process.stdout?.on('data', (chunk: Buffer) => {
       this.stdout += chunk.toString()
@@ -43,9 +44,13 @@ export class Cluster {
     this.exited = new Promise((resolve) => this.process.once('exit', (code) => resolve(code)))
   }
 
-  /** Starts `sessionmesh up --port <port> ...args` and waits for its `ready` line. */
-  static async start(args: string[], port: number): Promise<Cluster> {
-    const cluster = new Cluster(args, port)
+  /** Starts `sessionmesh up --port <port> ...args` (with `env` added) and waits for its `ready` line. */
+  static async start(
+    args: string[],
+    port: number,
+    env: Record<string, string> = {},
+  ): Promise<Cluster> {
+    const cluster = new Cluster(args, port, env)
     let exited = false
     cluster.exited.then(() => {
       exited = true
