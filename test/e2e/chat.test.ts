@@ -88,7 +88,9 @@ describe('chat over socket.io behind nginx, 4 nodes', () => {
     expect(new Set(nodes).size).toBeGreaterThan(1)
 
     const inboxes = clients.map(() => [] as ChatMessage[])
-    clients.forEach((client, i) => client.on('chat', (m: ChatMessage) => inboxes[i]?.push(m)))
+    clients.forEach((client, i) => {
+      client.on('chat', (m: ChatMessage) => inboxes[i]?.push(m))
+    })
     const senders = [0, 7, 13]
     for (const i of senders) clients[i]?.emit('chat', { text: `hello from ${i}` })
     await expect
