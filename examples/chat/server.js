@@ -2,6 +2,10 @@
 // Runs one node of the demo: `node server.js`, configured by the environment that
 // `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET;
 // optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
+// Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql or tiered,
+// with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
+// and for tiered SESSIONMESH_DURABLE = postgres (default) or mysql. The table must
+// exist: `sessionmesh migrate` (or `sessionmesh up`, which runs it) creates it.
 
 import { randomBytes } from 'node:crypto'
 import { realpathSync } from 'node:fs'
@@ -11,7 +15,9 @@ import { fileURLToPath } from 'node:url'
 import pino from 'pino'
 import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
+import { openSqlBackend } from 'sessionmesh/migrate'
 import { redisBackend } from 'sessionmesh/redis'
+import { tieredBackend } from 'sessionmesh/tiered'
 import { createApp, demoUsers } from './app.js'
 import { attachChat } from './chat.js'
 
@@ -25,6 +31,29 @@ const KEEP_ALIVE_MS = 65_000
 const DRAIN_GRACE_MS = 1_000
 /** Longest wait for in-flight requests at shutdown before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
+/** The stores a node can keep sessions in. */
+const STORES = ['redis', 'postgres', 'mysql', 'tiered']
+
+/**
+ * The session backend for `store`, over the node's Redis client and, for the SQL
+ * stores, a pool of its own; `close()` ends that pool.
+ *
+ * @param {{ store: string, client: import('redis').RedisClientType, database?: object }} options
+ */
+async function openBackend({ store, client, database = {} }) {
+  if (store === 'redis') return { backend: redisBackend({ client }), close: async () => {} }
+  const kind = store === 'tiered' ? (database.durable ?? 'postgres') : store
+  const sql = await openSqlBackend({
+    store: kind,
+    ...(database.url ? { url: database.url } : {}),
+    ...(database.table ? { table: database.table } : {}),
+  })
+  if (store !== 'tiered') return sql
+  return {
+    backend: tieredBackend({ cache: redisBackend({ client }), durable: sql.backend }),
+    close: sql.close,
+  }
+}
 
 /**
  * Starts one node: connects to Redis, builds the app and listens. SIGTERM and SIGINT
@@ -36,6 +65,8 @@ const SHUTDOWN_TIMEOUT_MS = 10_000
  * @param {string} [options.host] default 127.0.0.1: only nginx on this host talks to the node
  * @param {string} options.nodeId
  * @param {string} options.redisUrl
+ * @param {string} [options.store] redis (default), postgres, mysql or tiered
+ * @param {{ url?: string, table?: string, durable?: string }} [options.database] for the SQL stores
  * @param {string} options.secret
  * @param {import('pino').Logger} options.logger
  * @param {string} [options.password] the demo accounts' password
@@ -43,11 +74,19 @@ const SHUTDOWN_TIMEOUT_MS = 10_000
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
+  const store = options.store ?? 'redis'
+  if (!STORES.includes(store)) {
+    throw new Error(`SESSIONMESH_STORE must be one of ${STORES.join(', ')}, not ${store}`)
+  }
   const client = createClient({
     url: options.redisUrl,
     // Keep retrying while Redis is away; the store's own timeout turns requests
     // meanwhile into a quick 503 instead of a hang.
     socket: { reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 1_000) },
+    // As the cache of the tiered backend, a command queued during an outage could
+    // land after newer writes to the database: fail it at once, and the request is
+    // served by the database instead.
+    ...(store === 'tiered' ? { disableOfflineQueue: true } : {}),
   })
   let redisDown = false
   client.on('error', (error) => {
@@ -60,10 +99,12 @@ export async function startNode(options) {
   })
   await client.connect()
 
-  const store = new SessionStore({ backend: redisBackend({ client }) })
+  const sessions = await openBackend({ store, client, database: options.database })
+  const sessionStore = new SessionStore({ backend: sessions.backend })
+  logger.info({ store, backend: sessions.backend.kind }, 'session store ready')
   let draining = false
   const { app, sessionMiddleware } = createApp({
-    store,
+    store: sessionStore,
     nodeId,
     logger,
     secret: options.secret,
@@ -75,14 +116,19 @@ export async function startNode(options) {
   server.keepAliveTimeout = KEEP_ALIVE_MS
   server.headersTimeout = KEEP_ALIVE_MS + 1_000
   // Before listening: the first socket.io request may come as soon as nginx sees the port.
-  const chat = await attachChat({
-    server,
-    sessionMiddleware,
-    store,
-    nodeId,
-    redisUrl: options.redisUrl,
-    logger,
-  })
+  // The chat closes a revoked session's sockets on every node when the backend
+  // publishes the revocation; MySQL publishes nothing, so with it the demo serves
+  // the HTTP app alone rather than a chat that would keep revoked users connected.
+  const chat = sessions.backend.subscribe
+    ? await attachChat({
+        server,
+        sessionMiddleware,
+        store: sessionStore,
+        nodeId,
+        redisUrl: options.redisUrl,
+        logger,
+      })
+    : noChat(logger, store)
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
@@ -103,13 +149,23 @@ export async function startNode(options) {
       setTimeout(() => server.closeAllConnections(), SHUTDOWN_TIMEOUT_MS).unref()
     }).then(async () => {
       await chat.close()
-      await store.close()
+      await sessionStore.close()
+      await sessions.close()
       // Nothing is in flight any more; close() would wait for a Redis that may be gone.
       client.destroy()
     })
     return closing
   }
-  return { server, store, client, app, chat, close }
+  return { server, store: sessionStore, client, app, chat, close }
+}
+
+/** The chat's place when the backend has no change feed: nothing to attach or close. */
+function noChat(logger, store) {
+  logger.warn(
+    { store },
+    'chat off: this backend publishes no session events, so a revoked session could keep its sockets; use --store tiered (Redis over the database) for the chat',
+  )
+  return { io: undefined, disconnectAll() {}, async close() {} }
 }
 
 async function main() {
@@ -131,6 +187,14 @@ async function main() {
     secret,
     logger,
     redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    store: process.env.SESSIONMESH_STORE || 'redis',
+    database: {
+      ...(process.env.SESSIONMESH_DATABASE_URL
+        ? { url: process.env.SESSIONMESH_DATABASE_URL }
+        : {}),
+      ...(process.env.SESSIONMESH_TABLE ? { table: process.env.SESSIONMESH_TABLE } : {}),
+      ...(process.env.SESSIONMESH_DURABLE ? { durable: process.env.SESSIONMESH_DURABLE } : {}),
+    },
     ...(process.env.HOST ? { host: process.env.HOST } : {}),
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
     ...(process.env.SESSION_MAX_AGE_MS

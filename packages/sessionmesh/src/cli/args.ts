@@ -1,11 +1,12 @@
 import { parseArgs } from 'node:util'
+import { tableParts } from '../backends/sql-common.js'
 import { UsageError } from './system.js'
 
 /** What `sessionmesh help` prints. */
 export const USAGE = `Usage: sessionmesh <command> [options]
 
 Commands:
-  up        Run N app nodes behind nginx, sharing sessions in Redis
+  up        Run N app nodes behind nginx, sharing sessions in Redis or a database
               --nodes N        app processes (default 4)
               --port P         nginx listens on 127.0.0.1:P (default 8080)
               --base-port B    node k listens on B + k - 1 (default P + 1)
@@ -14,7 +15,18 @@ Commands:
               --redis URL      use this Redis (default: a private redis-server
                                on a free port, data in a temporary directory)
               --sticky         route socket.io long-polling by session cookie
+              --store KIND     where sessions live: redis (default), postgres,
+                               mysql, or tiered (Redis over the database)
+              --database-url URL  postgres://… or mysql://… (default: from
+                               SESSIONMESH_DATABASE_URL, DATABASE_URL, MYSQL_URL
+                               for mysql, PGHOST/PGUSER/PGDATABASE… for postgres)
+              --table NAME     sessions table (default sessionmesh_sessions)
+            With a database, up runs the migration first (idempotent), and still
+            starts Redis: the demo's socket.io adapter (and tiered's cache) use it.
             SIGHUP, or \`sessionmesh restart\`, restarts the nodes one at a time.
+  migrate   Create the sessions table; safe to run again (changes nothing)
+              --store KIND     postgres or mysql (required)
+              --database-url URL, --table NAME   as for up
   restart   Rolling restart of the nodes of a running \`sessionmesh up\`
               --port P         the port that \`up\` serves on (default 8080)
   nginx     Print an nginx config (for /etc/nginx/conf.d/) for given nodes
@@ -29,6 +41,11 @@ Commands:
   help      Print this help
 `
 
+/** Where `sessionmesh up` keeps sessions. */
+export type StoreKind = 'redis' | 'postgres' | 'mysql' | 'tiered'
+
+const STORES: readonly StoreKind[] = ['redis', 'postgres', 'mysql', 'tiered']
+
 /** Options of `sessionmesh up`. */
 export interface UpArgs {
   nodes: number
@@ -37,6 +54,17 @@ export interface UpArgs {
   app: string | undefined
   redis: string | undefined
   sticky: boolean
+  store: StoreKind
+  /** `--database-url`; the environment is read later, see `resolveDatabase`. */
+  databaseUrl: string | undefined
+  table: string | undefined
+}
+
+/** Options of `sessionmesh migrate`. */
+export interface MigrateArgs {
+  store: 'postgres' | 'mysql'
+  databaseUrl: string | undefined
+  table: string | undefined
 }
 
 /** Options of `sessionmesh nginx`. */
@@ -65,8 +93,17 @@ export function parseUpArgs(argv: string[]): UpArgs {
     app: { type: 'string' },
     redis: { type: 'string' },
     sticky: { type: 'boolean' },
+    store: { type: 'string' },
+    'database-url': { type: 'string' },
+    table: { type: 'string' },
   })
   const nodes = integer('--nodes', values.nodes, 4, 1, 64)
+  const store = oneOf('--store', values.store ?? 'redis', STORES)
+  if (store === 'redis' && (values['database-url'] !== undefined || values.table !== undefined)) {
+    throw new UsageError(
+      '--database-url and --table need --store postgres, mysql or tiered (sessions are in Redis otherwise)',
+    )
+  }
   const port = integer('--port', values.port, 8080, 1, 65_535)
   const basePort = integer('--base-port', values['base-port'], port + 1, 1, 65_535 - nodes + 1)
   if (port >= basePort && port < basePort + nodes) {
@@ -82,6 +119,26 @@ export function parseUpArgs(argv: string[]): UpArgs {
     app: values.app,
     redis: values.redis,
     sticky: values.sticky ?? false,
+    store,
+    databaseUrl: databaseUrl(values['database-url']),
+    table: tableName(values.table),
+  }
+}
+
+/** Parses the options of `sessionmesh migrate`. */
+export function parseMigrateArgs(argv: string[]): MigrateArgs {
+  const { values } = parse('migrate', argv, {
+    store: { type: 'string' },
+    'database-url': { type: 'string' },
+    table: { type: 'string' },
+  })
+  if (values.store === undefined) {
+    throw new UsageError('migrate: say which database with --store postgres or --store mysql')
+  }
+  return {
+    store: oneOf('--store', values.store, ['postgres', 'mysql'] as const),
+    databaseUrl: databaseUrl(values['database-url']),
+    table: tableName(values.table),
   }
 }
 
@@ -163,6 +220,39 @@ function integer(
     )
   }
   return value
+}
+
+function oneOf<T extends string>(name: string, raw: string, choices: readonly T[]): T {
+  const found = choices.find((choice) => choice === raw)
+  if (found === undefined) {
+    throw new UsageError(`${name} must be one of ${choices.join(', ')}, not ${JSON.stringify(raw)}`)
+  }
+  return found
+}
+
+function databaseUrl(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined
+  if (!/^(postgres|postgresql|mysql|mariadb):\/\//.test(raw)) {
+    throw new UsageError(
+      `--database-url must be a postgres:// or mysql:// URL, not ${JSON.stringify(redactUrl(raw))}`,
+    )
+  }
+  return raw
+}
+
+function tableName(raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined
+  try {
+    tableParts(raw)
+  } catch (error) {
+    throw new UsageError(`--table: ${(error as Error).message}`)
+  }
+  return raw
+}
+
+/** `url` with its password replaced by `***`, for logs and messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@/]*@/i, '$1:***@')
 }
 
 function redisUrl(raw: string): void {

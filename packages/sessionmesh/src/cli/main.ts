@@ -4,8 +4,16 @@ import { createRequire } from 'node:module'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
-import { parseNginxArgs, parsePm2Args, parseRestartArgs, parseUpArgs, USAGE } from './args.js'
+import {
+  parseMigrateArgs,
+  parseNginxArgs,
+  parsePm2Args,
+  parseRestartArgs,
+  parseUpArgs,
+  USAGE,
+} from './args.js'
 import { sendControl } from './control.js'
+import { DatabaseError, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { renderNginxConfig } from './nginx-config.js'
 import { renderPm2Ecosystem } from './pm2.js'
 import { UsageError } from './system.js'
@@ -41,6 +49,20 @@ async function main(argv: string[]): Promise<number> {
         pino.destination({ dest: 2, sync: true }),
       )
       return up({ ...args, app: args.app ? resolve(args.app) : defaultApp() }, logger)
+    }
+    case 'migrate': {
+      const args = parseMigrateArgs(rest)
+      const database = resolveDatabase({
+        store: args.store,
+        url: args.databaseUrl,
+        table: args.table,
+      })
+      await migrateDatabase(database)
+      process.stdout.write(
+        `sessions table ${database.table} is ready on ${describeDatabase(database)}\n` +
+          '(created if it was missing; running this again changes nothing)\n',
+      )
+      return 0
     }
     case 'restart': {
       const { port } = parseRestartArgs(rest)
@@ -100,7 +122,8 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof UsageError) process.stderr.write(`sessionmesh: ${error.message}\n`)
+    if (error instanceof UsageError || error instanceof DatabaseError)
+      process.stderr.write(`sessionmesh: ${error.message}\n`)
     else
       process.stderr.write(
         `sessionmesh: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { UpArgs } from './args.js'
 import { controlPath, serveControl } from './control.js'
+import { type Database, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { type RunningNginx, startNginx } from './nginx.js'
 import { type RunningRedis, startRedis } from './redis.js'
 import { Supervisor } from './supervisor.js'
@@ -24,6 +25,21 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   const say = (message: string) => logger.info(message)
   const nginxBin = requireTool(tools.nginx, say)
   const redisBin = args.redis ? undefined : requireTool(tools.redis, say)
+  const database: Database | undefined =
+    args.store === 'redis'
+      ? undefined
+      : resolveDatabase({ store: args.store, url: args.databaseUrl, table: args.table })
+  if (database) {
+    // Before anything starts, so an unreachable database leaves nothing to clean up.
+    // The backends never create their table; `up` runs the documented migration on
+    // the user's behalf, and it is idempotent, so a second `up` changes nothing.
+    logger.info(
+      { store: args.store, database: describeDatabase(database), table: database.table },
+      'running the migration (idempotent: creates the sessions table if it is missing; `sessionmesh migrate` runs it alone)',
+    )
+    await migrateDatabase(database)
+    logger.info({ table: database.table }, 'sessions table ready')
+  }
 
   const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
   let redis: RunningRedis | undefined
@@ -103,6 +119,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       nodes: nodePorts.map((port, index) => ({ id: `node-${index + 1}`, port })),
       env: {
         REDIS_URL: redisUrl ?? '',
+        ...storeEnv(args.store, database),
         // Every node must sign cookies with one secret; one per run unless set.
         SESSION_SECRET: process.env.SESSION_SECRET ?? randomBytes(32).toString('base64url'),
       },
@@ -147,6 +164,11 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   for (const node of supervisor.list())
     lines.push(`  ${node.id}  http://127.0.0.1:${node.port}  pid ${node.pid}`)
   lines.push(
+    database
+      ? `  sessions: ${args.store}, table ${database.table} on ${describeDatabase(database)}`
+      : '  sessions: redis',
+  )
+  lines.push(
     `  rolling restart: sessionmesh restart --port ${args.port} (or kill -HUP ${process.pid})`,
   )
   process.stdout.write(`${lines.join('\n')}\n`)
@@ -159,6 +181,21 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
     logger.error(message)
     exitCode = 1
     process.kill(process.pid, 'SIGTERM')
+  }
+}
+
+/**
+ * What tells each node where sessions live. Set even for Redis, so that a
+ * `SESSIONMESH_STORE` left in the user's shell cannot contradict `--store`.
+ */
+function storeEnv(store: UpArgs['store'], database: Database | undefined): Record<string, string> {
+  if (!database) return { SESSIONMESH_STORE: store }
+  return {
+    SESSIONMESH_STORE: store,
+    // For tiered, which database is under the Redis cache.
+    SESSIONMESH_DURABLE: database.kind,
+    SESSIONMESH_TABLE: database.table,
+    ...(database.url === undefined ? {} : { SESSIONMESH_DATABASE_URL: database.url }),
   }
 }
 
