@@ -4,6 +4,7 @@
 // page can be added on top of the same session middleware.
 
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { join } from 'node:path'
 import express from 'express'
 import session from 'express-session'
 import passport from 'passport'
@@ -15,6 +16,15 @@ export const COOKIE_NAME = 'sessionmesh'
 /** Top-level session keys the kv API writes start with this, so they never hit `cookie` or `passport`. */
 const KV_PREFIX = 'kv:'
 const KEY_PATTERN = /^[\w.-]{1,64}$/
+/** The web page: plain HTML, CSS and ES modules, no build step. */
+const PUBLIC_DIR = join(import.meta.dirname, 'public')
+/**
+ * The page builds its DOM with textContent only and loads nothing from elsewhere;
+ * the policy makes a slip there (an injected script or handler) inert.
+ */
+const PAGE_POLICY =
+  "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; " +
+  "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 
 /**
  * The demo accounts: alice, bob and carol, all with `password`.
@@ -104,6 +114,16 @@ export function createApp(options) {
   app.get('/healthz', (_req, res) => {
     res.json({ ok: true, node: nodeId })
   })
+  // Served without the session middleware: the page must load while the store is
+  // down, so that it can say so.
+  app.use(
+    express.static(PUBLIC_DIR, {
+      setHeaders(res) {
+        res.setHeader('Content-Security-Policy', PAGE_POLICY)
+        res.setHeader('Cache-Control', 'no-cache')
+      },
+    }),
+  )
   app.use('/api', express.json({ strict: false, limit: '16kb' }), sessionMiddleware, auth.session())
 
   app.post('/api/login', (req, res, next) => {
