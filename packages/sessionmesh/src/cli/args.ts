@@ -18,8 +18,9 @@ Commands:
               --store KIND     where sessions live: redis (default), postgres,
                                mysql, or tiered (Redis over the database)
               --database-url URL  postgres://… or mysql://… (default: from
-                               SESSIONMESH_DATABASE_URL, DATABASE_URL, MYSQL_URL
-                               for mysql, PGHOST/PGUSER/PGDATABASE… for postgres)
+                               SESSIONMESH_DATABASE_URL, then MYSQL_URL (mysql,
+                               tiered), then DATABASE_URL; postgres without a
+                               URL reads PGHOST, PGUSER, PGDATABASE…)
               --table NAME     sessions table (default sessionmesh_sessions)
             With a database, up runs the migration first (idempotent), and still
             starts Redis: the demo's socket.io adapter (and tiered's cache) use it.
