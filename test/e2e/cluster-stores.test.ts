@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process'
 import mysql from 'mysql2/promise'
 import pg from 'pg'
 import { createClient } from 'redis'
 import { io as connect, type Socket } from 'socket.io-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Browser, CLI, Cluster, canListen, freePortRange } from '../support/cluster.js'
+import { Browser, Cluster, canListen, cli, freePortRange } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 import { MYSQL_URL, PG_URL, uniqueName } from '../support/sql.js'
 
@@ -13,28 +12,6 @@ import { MYSQL_URL, PG_URL, uniqueName } from '../support/sql.js'
 // nginx keep their sessions there. Each cluster has a table of its own, dropped after.
 
 const NODES = ['node-1', 'node-2']
-
-/** Runs the built CLI to completion. */
-function cli(
-  args: string[],
-  env: Record<string, string | undefined> = process.env,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env,
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString()
-    })
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    child.once('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
 
 /** Sends `request` until both nodes have answered it, and returns the answers by node. */
 async function fromEveryNode<T extends { node: string | null }>(

@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Browser, CLI, Cluster, canListen, freePortRange, isAlive } from '../support/cluster.js'
+import { Browser, Cluster, canListen, cli, freePortRange, isAlive } from '../support/cluster.js'
 import { RedisServer, waitFor } from '../support/redis-server.js'
 
 // `sessionmesh up` with 4 nodes, for real: the built CLI, a private redis-server,
@@ -11,22 +10,6 @@ import { RedisServer, waitFor } from '../support/redis-server.js'
 
 const NODES = ['node-1', 'node-2', 'node-3', 'node-4']
 let cluster: Cluster
-
-/** Runs the built CLI to completion. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString()
-    })
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    child.once('exit', (code) => resolve({ code, stdout, stderr }))
-  })
-}
 
 /**
  * Sends `request` until every node has answered it (at most `limit` times) and

@@ -188,3 +188,25 @@ export function isAlive(pid: number): boolean {
     return false
   }
 }
+
+/** Runs the built CLI to completion and returns what it printed. */
+export function cli(
+  args: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString()
+    })
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString()
+    })
+    child.once('exit', (code) => resolve({ code, stdout, stderr }))
+  })
+}
