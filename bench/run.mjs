@@ -187,54 +187,58 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'sm-bench-'))
   const redis = await startRedis(dir)
   const results = {}
+  const servers = new Map()
   let near
   try {
+    // Every configuration runs in its own process, all alive at once (idle while
+    // another is measured), so that each round measures them back to back and
+    // a ratio compares runs minutes apart at most: the machine may be shared.
+    for (const config of CONFIGS) {
+      const server = await startServer(config.name, redis.url)
+      const cookies = join(dir, `${config.name}.json`)
+      if (config.name !== 'none')
+        await load(['setup', String(server.port), String(SESSIONS), cookies])
+      servers.set(config.name, { ...server, cookies: config.name === 'none' ? '-' : cookies })
+    }
     for (let rep = 0; rep < REPEAT; rep++) {
-      for (const config of CONFIGS) {
-        await redis.client.flushAll()
-        const server = await startServer(config.name, redis.url)
-        const cookies = join(dir, 'cookies.json')
-        if (config.name !== 'none')
-          await load(['setup', String(server.port), String(SESSIONS), cookies])
-        for (const scenario of SCENARIOS) {
-          const file = config.name === 'none' ? '-' : cookies
-          const base = ['run', String(server.port), scenario.method, scenario.path]
-          await load([
-            ...base,
-            String(WARMUP),
-            String(CONNECTIONS),
-            file,
-            scenario.hot ? 'hot' : '',
-          ])
+      for (const scenario of SCENARIOS) {
+        // Rotate the order each round so no configuration always runs first.
+        const order = CONFIGS.map((_, k) => CONFIGS[(k + rep) % CONFIGS.length])
+        const round = {}
+        for (const config of order) {
+          const { port, cookies } = servers.get(config.name)
+          const base = ['run', String(port), scenario.method, scenario.path]
+          const hot = scenario.hot ? 'hot' : ''
+          await load([...base, String(WARMUP), String(CONNECTIONS), cookies, hot])
           const before = await commandStats(redis.client)
-          const result = await load([
-            ...base,
-            String(SECONDS),
-            String(CONNECTIONS),
-            file,
-            scenario.hot ? 'hot' : '',
-          ])
+          const result = await load([...base, String(SECONDS), String(CONNECTIONS), cookies, hot])
           const after = await commandStats(redis.client)
           result.all = (after.all - before.all) / result.requests
           result.top = (after.top - before.top) / result.requests
-          const key = `${config.name}/${scenario.name}`
-          results[key] ??= []
-          results[key].push(result)
+          round[config.name] = result
           process.stderr.write(
-            `rep ${rep + 1}/${REPEAT} ${key.padEnd(26)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  round trips/req ${result.top.toFixed(2)}${result.errors ? `  errors ${result.errors}` : ''}\n`,
+            `rep ${rep + 1}/${REPEAT} ${`${config.name}/${scenario.name}`.padEnd(26)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  round trips/req ${result.top.toFixed(2)}${result.errors ? `  errors ${result.errors}` : ''}\n`,
           )
         }
-        if (config.name === 'sm-near')
-          near = await (await fetch(`http://127.0.0.1:${server.port}/__stats`)).json()
-        await stopServer(server.child)
+        for (const [name, result] of Object.entries(round)) {
+          result.ratio = round.none ? result.rps / round.none.rps : Number.NaN
+          const key = `${name}/${scenario.name}`
+          results[key] ??= []
+          results[key].push(result)
+        }
       }
     }
+    const nearServer = servers.get('sm-near')
+    if (nearServer) near = await (await fetch(`http://127.0.0.1:${nearServer.port}/__stats`)).json()
+    for (const { child } of servers.values()) await stopServer(child)
+    servers.clear()
     const memory = await measureMemory(redis, dir)
     const report = summarize(results, memory, near, Date.now() - started)
     writeFileSync(join(here, 'RESULTS.md'), report.markdown)
     process.stdout.write(report.markdown)
     await renderChart(report.chart, join(here, 'chart.png'))
   } finally {
+    for (const { child } of servers.values()) child.kill('SIGKILL')
     await redis.client.close().catch(() => {})
     redis.child.kill('SIGKILL')
     rmSync(dir, { recursive: true, force: true })
@@ -245,7 +249,6 @@ function summarize(results, memory, near, elapsed) {
   const rows = []
   const chart = []
   for (const scenario of SCENARIOS) {
-    const baseline = median(results[`none/${scenario.name}`]?.map((r) => r.rps) ?? [Number.NaN])
     for (const config of CONFIGS) {
       const runs = results[`${config.name}/${scenario.name}`]
       if (!runs) continue
@@ -258,7 +261,8 @@ function summarize(results, memory, near, elapsed) {
         p99: median(runs.map((r) => r.p99)),
         top: median(runs.map((r) => r.top)),
         all: median(runs.map((r) => r.all)),
-        ratio: rps / baseline,
+        // The median of each round's ratio to the no-session run measured just before or after it.
+        ratio: median(runs.map((r) => r.ratio)),
       }
       rows.push(row)
       chart.push({ group: scenario.label, series: config.label, value: row.ratio })
@@ -267,9 +271,9 @@ function summarize(results, memory, near, elapsed) {
   const cpu = cpus()[0]?.model ?? 'unknown CPU'
   let md = '# Benchmark results\n\n'
   md += `Produced by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${availableParallelism()} × ${cpu}, Node ${process.version}, ${multiCore ? 'server pinned to core 0, load generator and redis-server to core 1' : 'no pinning (one core or no taskset)'}. `
-  md += `${REPEAT} interleaved repetitions of ${SECONDS} s per configuration and scenario (after ${WARMUP} s of warm-up), ${CONNECTIONS} keep-alive connections, medians shown. `
+  md += `${REPEAT} rounds; in each, every configuration (a process of its own, all started up front) is measured for ${SECONDS} s (after ${WARMUP} s of warm-up) back to back with the others, in a rotating order; ${CONNECTIONS} keep-alive connections; medians shown, and \`vs no session\` is the median of each round's ratio to the no-session run of that round. `
   md += `Every configuration uses \`resave: false, saveUninitialized: false, cookie.maxAge\` of a day; the session holds a passport user. `
-  md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) per request; commands: every command Redis ran, including those inside scripts. Total time ${(elapsed / 1000).toFixed(0)} s.\n\n`
+  md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) per request; commands: every command Redis ran, including those inside scripts. Total time $(elapsed / 1000).toFixed(0)s.\n\n`
   md +=
     '| scenario | configuration | req/s | vs no session | p50 ms | p99 ms | round trips/req | commands/req |\n'
   md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'

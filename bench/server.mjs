@@ -45,17 +45,24 @@ switch (config) {
   case 'es-sm-store':
     middleware = expressSession({
       ...common,
-      store: new SessionStore({ backend: redisBackend({ client }), ...guard }),
+      store: new SessionStore({
+        backend: redisBackend({ client, prefix: `${config}:` }),
+        ...guard,
+      }),
     })
     break
   case 'sm':
-    middleware = session({ ...common, ...guard, backend: redisBackend({ client }) })
+    middleware = session({
+      ...common,
+      ...guard,
+      backend: redisBackend({ client, prefix: `${config}:` }),
+    })
     break
   case 'sm-near':
     middleware = session({
       ...common,
       ...guard,
-      backend: redisBackend({ client }),
+      backend: redisBackend({ client, prefix: `${config}:` }),
       nearCache: true,
     })
     await middleware.ready
