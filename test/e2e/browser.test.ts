@@ -6,7 +6,7 @@ import {
   type Page,
   type Browser as Playwright,
 } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Browser, Cluster, freePortRange } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 
@@ -32,6 +32,8 @@ let redis: RedisServer
 let cluster: Cluster
 let chrome: Playwright
 const contexts: BrowserContext[] = []
+/** Uncaught errors and CSP violations in any page: each test ends with none. */
+const pageErrors: string[] = []
 
 async function window(userAgent: string): Promise<Page> {
   const context = await chrome.newContext({
@@ -40,9 +42,15 @@ async function window(userAgent: string): Promise<Page> {
     deviceScaleFactor: SCREENSHOTS ? 2 : 1,
   })
   contexts.push(context)
+  return open(context)
+}
+
+/** Opens the demo in a new tab of `context`, collecting its errors. */
+async function open(context: BrowserContext): Promise<Page> {
   const page = await context.newPage()
-  page.on('pageerror', (error) => {
-    throw error
+  page.on('pageerror', (error) => pageErrors.push(error.message))
+  page.on('console', (message) => {
+    if (/Content.Security.Policy/i.test(message.text())) pageErrors.push(message.text())
   })
   await page.goto(cluster.base)
   return page
@@ -74,6 +82,9 @@ beforeAll(async () => {
     ],
   })
 })
+afterEach(() => {
+  expect(pageErrors.splice(0)).toEqual([])
+})
 afterAll(async () => {
   for (const context of contexts) await context.close().catch(() => {})
   await chrome?.close()
@@ -92,6 +103,10 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     first = await window(MAC_CHROME)
     await first.locator('#login').waitFor()
     expect(await first.locator('.account').allTextContents()).toEqual(['alice', 'bob', 'carol'])
+    if (SCREENSHOTS) {
+      mkdirSync(SCREENSHOT_DIR, { recursive: true })
+      await first.screenshot({ path: `${SCREENSHOT_DIR}/login.png` })
+    }
 
     await first.fill('#username', 'alice')
     await first.fill('#password', 'wrong')
@@ -124,10 +139,11 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     await first.locator('.message', { hasText: 'Linux laptop here' }).waitFor({ timeout: 5_000 })
 
     // A note written through one node is read back, at once, through whichever serves the next request.
-    for (const [key, value] of [
+    const notes: Array<[string, string]> = [
       ['theme', 'dark'],
       ['cart', '2 × espresso <beans>'],
-    ]) {
+    ]
+    for (const [key, value] of notes) {
       await first.fill('#kv-key', key)
       await first.fill('#kv-value', value)
       await first.click('#kv-form button')
@@ -151,7 +167,6 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     const phone = new Browser(cluster.base, WINDOWS_FIREFOX)
     expect((await phone.login('alice')).status).toBe(200)
 
-    await first.click('#dashboard') // no-op; the panel refreshes on its own timer
     await expect
       .poll(() => first.locator('#device-list .device').count(), { timeout: 10_000 })
       .toBe(3)
@@ -163,9 +178,8 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     expect(await first.locator('.device.current .device-meta').textContent()).toContain('127.0.0.1')
 
     if (SCREENSHOTS) {
-      mkdirSync(SCREENSHOT_DIR, { recursive: true })
       // Let the served-by picture fill in and the chat status settle.
-      await first.waitForTimeout(4_000)
+      await first.waitForTimeout(8_000)
       await first.screenshot({ path: `${SCREENSHOT_DIR}/dashboard.png`, fullPage: true })
       await first.locator('#devices').screenshot({ path: `${SCREENSHOT_DIR}/devices.png` })
     }
@@ -205,8 +219,7 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     expect(await banner.textContent()).toContain('The session store is unavailable.')
 
     // A page opened during the outage, with the session's cookie, says so too.
-    const late = await first.context().newPage()
-    await late.goto(cluster.base)
+    const late = await open(first.context())
     await late.locator('#outage').waitFor({ state: 'visible', timeout: 15_000 })
     expect(await late.isVisible('#login')).toBe(false)
     expect(await late.isVisible('#dashboard')).toBe(false)

@@ -121,6 +121,9 @@ function showOutage(store) {
   banner.querySelector('strong').textContent = store
     ? 'The session store is unavailable.'
     : 'The cluster is not answering.'
+  $('outage-detail').textContent = store
+    ? 'The nodes cannot reach it, so they answer 503 instead of guessing who you are. This page keeps retrying and carries on when the store is back.'
+    : 'nginx found no node to answer. This page keeps retrying and carries on when one is back.'
   banner.hidden = false
   document.body.classList.add('degraded')
 }
@@ -272,7 +275,9 @@ function renderServed() {
   const nodes = [...state.served.keys()].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
   const total = [...state.served.values()].reduce((sum, count) => sum + count, 0)
   const most = Math.max(1, ...state.served.values())
-  $('served-total').textContent = total === 1 ? '1 request' : `${total} requests`
+  const last = state.recent.at(-1)
+  $('served-total').textContent =
+    `${total === 1 ? '1 request' : `${total} requests`}` + (last ? ` · last by ${last}` : '')
   $('bars').replaceChildren(
     ...nodes.map((node) => {
       const count = state.served.get(node) ?? 0
