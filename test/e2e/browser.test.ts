@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
+import mysql from 'mysql2/promise'
 import {
   type BrowserContext,
   chromium,
@@ -9,6 +10,7 @@ import {
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Browser, Cluster, freePortRange } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
+import { MYSQL_URL, uniqueName } from '../support/sql.js'
 
 // The demo's web page in Debian's Chromium (driven by playwright-core), through
 // nginx in front of `sessionmesh up` with 4 nodes. Redis is the test's own, so that
@@ -35,40 +37,38 @@ const contexts: BrowserContext[] = []
 /** Uncaught errors and CSP violations in any page: each test ends with none. */
 const pageErrors: string[] = []
 
-async function window(userAgent: string): Promise<Page> {
+async function window(userAgent: string, base = cluster.base): Promise<Page> {
   const context = await chrome.newContext({
     userAgent,
     viewport: { width: 1280, height: 900 },
     deviceScaleFactor: SCREENSHOTS ? 2 : 1,
   })
   contexts.push(context)
-  return open(context)
+  return open(context, base)
 }
 
 /** Opens the demo in a new tab of `context`, collecting its errors. */
-async function open(context: BrowserContext): Promise<Page> {
+async function open(context: BrowserContext, base = cluster.base): Promise<Page> {
   const page = await context.newPage()
   page.on('pageerror', (error) => pageErrors.push(error.message))
   page.on('console', (message) => {
     if (/Content.Security.Policy/i.test(message.text())) pageErrors.push(message.text())
   })
-  await page.goto(cluster.base)
+  await page.goto(base)
   return page
 }
 
-/** Signs in through the login form, as a person would, and waits for the live chat. */
-async function signIn(page: Page, user: string): Promise<void> {
+/** Signs in through the login form, as a person would, and waits for the live chat (or its absence). */
+async function signIn(page: Page, user: string, chat = /^connected via node-\d$/): Promise<void> {
   await page.locator('#login').waitFor()
   await page.fill('#username', user)
   await page.fill('#password', 'sessionmesh')
   await page.click('#login-form button[type=submit]')
   await page.locator('#dashboard').waitFor()
-  await expect.poll(() => page.textContent('#chat-status')).toMatch(/^connected via node-\d$/)
+  await expect.poll(() => page.textContent('#chat-status')).toMatch(chat)
 }
 
 beforeAll(async () => {
-  redis = await RedisServer.start()
-  cluster = await Cluster.start(['--nodes', '4', '--redis', redis.url], await freePortRange(5))
   chrome = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: [
@@ -88,13 +88,20 @@ afterEach(() => {
 afterAll(async () => {
   for (const context of contexts) await context.close().catch(() => {})
   await chrome?.close()
-  await cluster?.stop()
-  await redis?.stop()
 })
 
 describe('the demo page in Chromium, through nginx, 4 nodes', () => {
   let first: Page
   let second: Page
+
+  beforeAll(async () => {
+    redis = await RedisServer.start()
+    cluster = await Cluster.start(['--nodes', '4', '--redis', redis.url], await freePortRange(5))
+  })
+  afterAll(async () => {
+    await cluster?.stop()
+    await redis?.stop()
+  })
 
   it('serves the page through nginx, with the demo accounts on the login form and a strict CSP', async () => {
     const response = await fetch(cluster.base)
@@ -236,5 +243,48 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     )
     await late.locator('#login').waitFor({ timeout: 20_000 })
     await signIn(late, 'bob')
+  })
+})
+
+describe('the demo page on a store without session events (MySQL): no chat, the rest works', () => {
+  const table = uniqueName('sm_browser')
+  let mysqlCluster: Cluster
+
+  beforeAll(async () => {
+    mysqlCluster = await Cluster.start(
+      ['--nodes', '2', '--store', 'mysql', '--table', table],
+      await freePortRange(3),
+      { SESSIONMESH_DATABASE_URL: MYSQL_URL },
+    )
+  })
+  afterAll(async () => {
+    await mysqlCluster?.stop()
+    const connection = await mysql.createConnection(MYSQL_URL)
+    await connection.query(`DROP TABLE IF EXISTS ${table}`)
+    await connection.end()
+  })
+
+  it('says the chat is off, keeps notes and devices, and a signed-out window still lands on the login page', async () => {
+    const one = await window(MAC_CHROME, mysqlCluster.base)
+    await signIn(one, 'carol', /^off$/)
+    expect(await one.getAttribute('#messages', 'data-empty')).toContain('The chat is off')
+    await one.fill('#kv-key', 'store')
+    await one.fill('#kv-value', 'mysql')
+    await one.click('#kv-form button')
+    await one.locator('.kv li', { hasText: 'mysql' }).waitFor({ timeout: 5_000 })
+
+    const two = await window(LINUX_CHROME, mysqlCluster.base)
+    await signIn(two, 'carol', /^off$/)
+    await expect
+      .poll(() => one.locator('#device-list .device').count(), { timeout: 10_000 })
+      .toBe(2)
+    // Without a socket to push the news, the window learns it from its next poll (once a second).
+    const landed = two.locator('#login').waitFor({ state: 'visible', timeout: 5_000 })
+    const started = Date.now()
+    await one.click('#revoke-others')
+    await landed
+    expect(Date.now() - started).toBeLessThan(2_500)
+    expect(await two.textContent('#login-notice')).toBe('Your session ended. Please sign in again.')
+    expect(await one.isVisible('#dashboard')).toBe(true)
   })
 })

@@ -2,8 +2,6 @@
 // Plain DOM: every piece of text from the server or from users goes in through
 // textContent (see el()), never through innerHTML.
 
-import { io } from '/socket.io/socket.io.esm.min.js'
-
 /** How often the page asks /api/me, so that the served-by picture stays live. */
 const POLL_MS = 1_000
 /** How often the devices list refreshes on its own (it also refreshes after each action). */
@@ -201,7 +199,7 @@ function signedIn(user) {
   refreshDevices().catch(ignore)
   every(POLL_MS, () => api('GET', '/api/me'))
   every(DEVICES_MS, refreshDevices)
-  connectChat()
+  connectChat().catch((error) => console.warn(error))
 }
 
 /** Leaves the signed-in view: stops polling, closes the chat, shows the login form. */
@@ -352,13 +350,34 @@ function setChatStatus(text, kind) {
   $('chat-text').disabled = kind !== 'open'
 }
 
-function connectChat() {
+/**
+ * The socket.io client, from the socket.io server. Loaded on demand: a demo run on a
+ * store without a change feed (MySQL) has no chat, and the rest of the page must work.
+ */
+let socketIo
+function loadSocketIo() {
+  socketIo ??= import('/socket.io/socket.io.esm.min.js').then(
+    (module) => module.io,
+    () => null,
+  )
+  return socketIo
+}
+
+async function connectChat() {
   const generation = state.generation
+  setChatStatus('connecting…', 'connecting')
+  const io = await loadSocketIo()
+  if (generation !== state.generation) return
+  if (!io) {
+    setChatStatus('off', 'closed')
+    $('messages').dataset.empty =
+      'The chat is off: this store publishes no session events, so a signed-out device could keep its socket. Run with Redis (the default) or --store tiered.'
+    return
+  }
   // WebSocket only: nginx balances without stickiness, and long-polling needs
   // every request of a connection to reach the same node.
   const socket = io({ transports: ['websocket'] })
   state.socket = socket
-  setChatStatus('connecting…', 'connecting')
   socket.on('welcome', ({ node }) => {
     setChatStatus(`connected via ${node}`, 'open')
     $('chat-status').dataset.node = node
