@@ -187,6 +187,7 @@ describe('the demo page in Chromium, through nginx, 4 nodes', () => {
     if (SCREENSHOTS) {
       // Let the served-by picture fill in and the chat status settle.
       await first.waitForTimeout(8_000)
+      await first.locator('#kv-key').blur()
       await first.screenshot({ path: `${SCREENSHOT_DIR}/dashboard.png`, fullPage: true })
       await first.locator('#devices').screenshot({ path: `${SCREENSHOT_DIR}/devices.png` })
     }

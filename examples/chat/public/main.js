@@ -274,8 +274,8 @@ function renderServed() {
   const total = [...state.served.values()].reduce((sum, count) => sum + count, 0)
   const most = Math.max(1, ...state.served.values())
   const last = state.recent.at(-1)
-  $('served-total').textContent =
-    `${total === 1 ? '1 request' : `${total} requests`}` + (last ? ` · last by ${last}` : '')
+  const requests = total === 1 ? '1 request' : `${total} requests`
+  $('served-total').textContent = last ? `${requests} · last by ${last}` : requests
   $('bars').replaceChildren(
     ...nodes.map((node) => {
       const count = state.served.get(node) ?? 0
