@@ -87,12 +87,19 @@ class SignedOut extends Error {}
  */
 async function api(method, path, body) {
   const generation = state.generation
-  const response = await fetch(path, {
-    method,
-    credentials: 'same-origin',
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
+  let response
+  try {
+    response = await fetch(path, {
+      method,
+      credentials: 'same-origin',
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    })
+  } catch (error) {
+    // Nothing answered at all (nginx is down, or the network is).
+    showOutage(false)
+    throw new StoreUnavailable(error.message)
+  }
   const node = response.headers.get('x-served-by')
   if (node && generation === state.generation && state.user) countServed(node)
   const text = await response.text()
@@ -121,7 +128,7 @@ function showOutage(store) {
     : 'The cluster is not answering.'
   $('outage-detail').textContent = store
     ? 'The nodes cannot reach it, so they answer 503 instead of guessing who you are. This page keeps retrying and carries on when the store is back.'
-    : 'nginx found no node to answer. This page keeps retrying and carries on when one is back.'
+    : 'No node answered. This page keeps retrying and carries on when one is back.'
   banner.hidden = false
   document.body.classList.add('degraded')
 }
