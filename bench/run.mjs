@@ -273,7 +273,7 @@ function summarize(results, memory, near, elapsed) {
   md += `Produced by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${availableParallelism()} × ${cpu}, Node ${process.version}, ${multiCore ? 'server pinned to core 0, load generator and redis-server to core 1' : 'no pinning (one core or no taskset)'}. `
   md += `${REPEAT} rounds; in each, every configuration (a process of its own, all started up front) is measured for ${SECONDS} s (after ${WARMUP} s of warm-up) back to back with the others, in a rotating order; ${CONNECTIONS} keep-alive connections; medians shown, and \`vs no session\` is the median of each round's ratio to the no-session run of that round. `
   md += `Every configuration uses \`resave: false, saveUninitialized: false, cookie.maxAge\` of a day; the session holds a passport user. `
-  md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) per request; commands: every command Redis ran, including those inside scripts. Total time $(elapsed / 1000).toFixed(0)s.\n\n`
+  md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) per request; commands: every command Redis ran, including those inside scripts. Total time ${(elapsed / 1000).toFixed(0)}s.\n\n`
   md +=
     '| scenario | configuration | req/s | vs no session | p50 ms | p99 ms | round trips/req | commands/req |\n'
   md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
