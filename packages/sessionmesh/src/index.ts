@@ -1,5 +1,6 @@
 export {
   type Backend,
+  type BusState,
   cappedExpiry,
   EVENT_PROTOCOL_VERSION,
   type IndexedSession,

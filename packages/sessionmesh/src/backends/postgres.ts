@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { debuglog } from 'node:util'
 import {
+  type BusState,
   type IndexedSession,
   parseEvent,
   type SessionEvent,
@@ -259,7 +260,10 @@ class PostgresBackend implements SqlBackend {
     }
   }
 
-  async subscribe(listener: (event: SessionEvent) => void): Promise<() => Promise<void>> {
+  async subscribe(
+    listener: (event: SessionEvent) => void,
+    onGap?: (state: BusState) => void,
+  ): Promise<() => Promise<void>> {
     const channel = this.#channel
     if (channel === undefined) {
       throw new InvalidOptionError('subscribe needs the postgres backend’s `notify` option on')
@@ -285,12 +289,16 @@ class PostgresBackend implements SqlBackend {
         next.release(error ?? true)
         if (stopped) return
         debug('listen connection lost (%s); reconnecting', error ?? 'ended')
+        onGap?.('lost')
         const retry = () => {
           if (stopped) return
-          listen().catch((failure: unknown) => {
-            debug('listen reconnect failed: %s', failure)
-            setTimeout(retry, 1000).unref()
-          })
+          listen().then(
+            () => onGap?.('restored'),
+            (failure: unknown) => {
+              debug('listen reconnect failed: %s', failure)
+              setTimeout(retry, 1000).unref()
+            },
+          )
         }
         setTimeout(retry, 100).unref()
       }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { debuglog } from 'node:util'
 import {
   type Backend,
+  type BusState,
   type IndexedSession,
   MalformedRecordError,
   parseEvent,
@@ -51,15 +52,24 @@ export interface RedisBackendOptions {
 // Layout of a session hash: data keys are stored as '.' + key, so that they can
 // never collide with the one-letter meta fields: c created, l last seen,
 // e expires, u user id, a user agent, i ip. The user index is a sorted set of
-// session ids scored by expiry, so listing can prune the dead without relying
-// on keyspace notifications.
+// session ids scored by creation time; listing checks each member against its
+// session, so a write only has to keep the index key alive as long as its
+// longest-lived session (PEXPIREAT ... GT, Redis 7), and members of sessions
+// that are gone are dropped when listing or when a session joins. No keyspace
+// notifications are needed.
 
 const INDEX_EXPIRY = `
-local function reindex(prefix, uid, sid, expiresAt)
+local function join(prefix, uid, sid, created, expiresAt)
   local idx = prefix .. 'u:' .. uid
-  redis.call('ZADD', idx, expiresAt, sid)
-  local last = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', idx, last[2])
+  for _, member in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    if redis.call('EXISTS', prefix .. 's:' .. member) == 0 then redis.call('ZREM', idx, member) end
+  end
+  redis.call('ZADD', idx, created, sid)
+  redis.call('PEXPIREAT', idx, expiresAt, 'NX')
+  redis.call('PEXPIREAT', idx, expiresAt, 'GT')
+end
+local function stretch(prefix, uid, expiresAt)
+  redis.call('PEXPIREAT', prefix .. 'u:' .. uid, expiresAt, 'GT')
 end
 local function publish(prefix, kind, sid)
   redis.call('PUBLISH', prefix .. 'events', '{"v":1,"type":"' .. kind .. '","sid":' .. cjson.encode(sid) .. '}')
@@ -68,40 +78,43 @@ end
 
 // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt,
 // maxLifetime, userId, userAgent, ip, #set fields, then field/value pairs, then
-// fields to delete.
+// fields to delete. An update needs no tombstone check: a destroy deletes the
+// key, and a create after a destroy is what the tombstone refuses.
 const WRITE = `${INDEX_EXPIRY}
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local meta = redis.call('HMGET', key, 'c', 'u')
 local created, old = meta[1], meta[2]
+local args = {'l', ARGV[5]}
 if not created then
-  if ARGV[3] == 'update' then return 0 end
+  if ARGV[3] == 'update' or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
   created = ARGV[5]
-  redis.call('HSET', key, 'c', created)
-  if ARGV[9] ~= '' then redis.call('HSET', key, 'a', ARGV[9]) end
-  if ARGV[10] ~= '' then redis.call('HSET', key, 'i', ARGV[10]) end
-end
-if ARGV[4] == '1' then
-  local names = redis.call('HKEYS', key)
-  for _, name in ipairs(names) do
+  args[#args + 1] = 'c'
+  args[#args + 1] = created
+  if ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
+  if ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
+elseif ARGV[4] == '1' then
+  for _, name in ipairs(redis.call('HKEYS', key)) do
     if string.byte(name, 1) == 46 then redis.call('HDEL', key, name) end
   end
 end
 local expiresAt = tonumber(ARGV[6])
 local maxLifetime = tonumber(ARGV[7])
 if maxLifetime > 0 then expiresAt = math.min(expiresAt, tonumber(created) + maxLifetime) end
+args[#args + 1] = 'e'
+args[#args + 1] = expiresAt
+local uid = ARGV[8]
+if uid ~= '' and old ~= uid then args[#args + 1] = 'u'; args[#args + 1] = uid end
 local n = tonumber(ARGV[11])
-local args = {'l', ARGV[5], 'e', expiresAt}
 for i = 12, 11 + 2 * n do args[#args + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(args))
 if #ARGV > 11 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 12 + 2 * n)) end
-local uid = ARGV[8]
 if old and old ~= uid then redis.call('ZREM', prefix .. 'u:' .. old, sid) end
-if uid ~= '' then
-  if old ~= uid then redis.call('HSET', key, 'u', uid) end
-  reindex(prefix, uid, sid, expiresAt)
-elseif old then
-  redis.call('HDEL', key, 'u')
+if uid == '' then
+  if old then redis.call('HDEL', key, 'u') end
+elseif old ~= uid then
+  join(prefix, uid, sid, created, expiresAt)
+else
+  stretch(prefix, uid, expiresAt)
 end
 redis.call('PEXPIREAT', key, expiresAt)
 publish(prefix, 'changed', sid)
@@ -118,7 +131,7 @@ local maxLifetime = tonumber(ARGV[5])
 if maxLifetime > 0 then expiresAt = math.min(expiresAt, tonumber(meta[1]) + maxLifetime) end
 redis.call('HSET', key, 'l', ARGV[3], 'e', expiresAt)
 redis.call('PEXPIREAT', key, expiresAt)
-if meta[2] then reindex(ARGV[1], meta[2], ARGV[2], expiresAt) end
+if meta[2] then stretch(ARGV[1], meta[2], expiresAt) end
 return 1
 `
 
@@ -153,9 +166,8 @@ end
 return destroyed
 `
 
-// KEYS: user index. ARGV: prefix, now.
+// KEYS: user index. ARGV: prefix. Members whose session is gone are dropped.
 const LIST_USER = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local out = {}
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local m = redis.call('HMGET', ARGV[1] .. 's:' .. sid, 'c', 'l', 'e', 'a', 'i')
@@ -167,6 +179,9 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
 end
 return out
 `
+
+/** After a reconnect, how long the subscriber gets to re-subscribe before events count as flowing again. */
+const RESUBSCRIBE_GRACE_MS = 250
 
 /** Replies that mean the server is there but cannot serve: treat as an outage. */
 const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY)\b/
@@ -261,8 +276,8 @@ class RedisBackend implements Backend {
     await this.#script(DESTROY, [], [this.#prefix, this.#tombstoneTtl, sid])
   }
 
-  async listUser(userId: string, now: number): Promise<IndexedSession[]> {
-    const rows = await this.#script(LIST_USER, [this.#index(userId)], [this.#prefix, String(now)])
+  async listUser(userId: string, _now: number): Promise<IndexedSession[]> {
+    const rows = await this.#script(LIST_USER, [this.#index(userId)], [this.#prefix])
     if (!Array.isArray(rows)) return []
     return rows.map((row: unknown) => {
       const [id, created, seen, expires, userAgent, ip] = (row as unknown[]).map(String)
@@ -298,7 +313,10 @@ class RedisBackend implements Backend {
     })
   }
 
-  async subscribe(listener: (event: SessionEvent) => void): Promise<() => Promise<void>> {
+  async subscribe(
+    listener: (event: SessionEvent) => void,
+    onGap?: (state: BusState) => void,
+  ): Promise<() => Promise<void>> {
     const channel = `${this.#prefix}events`
     const deliver = (message: string) => {
       const event = parseEvent(message)
@@ -306,7 +324,33 @@ class RedisBackend implements Backend {
       else debug('ignoring a message on %s that is not a session event', channel)
     }
     const subscriber = this.#client.duplicate() as Subscriber
-    subscriber.on('error', (error: unknown) => debug('subscriber error: %s', error))
+    // Pub/sub delivers at most once: a dropped connection loses what was published
+    // meanwhile. Say so, and say when the subscription is back; the client
+    // re-subscribes on reconnect, so allow it a moment before calling it restored.
+    let gap = false
+    let closing = false
+    const lost = () => {
+      if (gap || closing) return
+      gap = true
+      debug('subscriber connection lost: session events may be missed')
+      onGap?.('lost')
+    }
+    const ready = () => {
+      if (!gap || closing) return
+      setTimeout(() => {
+        if (!gap || closing) return
+        gap = false
+        debug('subscriber connection back')
+        onGap?.('restored')
+      }, RESUBSCRIBE_GRACE_MS).unref()
+    }
+    subscriber.on('error', (error: unknown) => {
+      debug('subscriber error: %s', error)
+      lost()
+    })
+    subscriber.on('end', lost)
+    subscriber.on('close', lost)
+    subscriber.on('ready', ready)
     if ('call' in this.#client) {
       subscriber.on('message', (_channel: string, message: string) => deliver(message))
       await subscriber.subscribe(channel)
@@ -315,6 +359,7 @@ class RedisBackend implements Backend {
       await subscriber.subscribe(channel, deliver)
     }
     return async () => {
+      closing = true
       await (subscriber.quit?.() ?? subscriber.close?.())
     }
   }

@@ -1,6 +1,7 @@
 import { debuglog } from 'node:util'
 import {
   type Backend,
+  type BusState,
   type IndexedSession,
   MalformedRecordError,
   type SessionEvent,
@@ -193,10 +194,13 @@ class Tiered implements TieredBackend {
    * Events come from the durable tier when it has a feed (it sees every write, even
    * with the cache down), otherwise from the cache.
    */
-  async subscribe(listener: (event: SessionEvent) => void): Promise<() => Promise<void>> {
+  async subscribe(
+    listener: (event: SessionEvent) => void,
+    onGap?: (state: BusState) => void,
+  ): Promise<() => Promise<void>> {
     const source = this.#durable.subscribe ? this.#durable : this.#cache
     if (!source.subscribe) throw new InvalidOptionError('neither tier publishes session events')
-    return source.subscribe(listener)
+    return source.subscribe(listener, onGap)
   }
 
   isOutage(error: unknown): boolean {

@@ -82,6 +82,9 @@ export interface SessionEvent {
   sid: string
 }
 
+/** `lost`: the bus connection dropped and events may be missed; `restored`: they flow again. */
+export type BusState = 'lost' | 'restored'
+
 /** Current version of {@link SessionEvent}. */
 export const EVENT_PROTOCOL_VERSION = 1
 
@@ -105,8 +108,16 @@ export interface Backend {
   count(): Promise<number>
   /** Removes every session this backend holds (its prefix or table only). */
   clear(): Promise<void>
-  /** Starts delivering session events (changes and destroys from every process). */
-  subscribe?(listener: (event: SessionEvent) => void): Promise<() => Promise<void>>
+  /**
+   * Starts delivering session events (changes and destroys from every process).
+   * `onGap('lost')` is called when the connection to the bus drops, from which
+   * point events may be missed, and `onGap('restored')` once events flow again;
+   * a cache of sessions must not trust what it holds across such a gap.
+   */
+  subscribe?(
+    listener: (event: SessionEvent) => void,
+    onGap?: (state: BusState) => void,
+  ): Promise<() => Promise<void>>
   /** True when `error` means the backend is unreachable (opens the breaker), false when it answered. */
   isOutage?(error: unknown): boolean
   /** Releases what the backend itself opened (not a client it was given). */

@@ -1,4 +1,4 @@
-import type { Backend, SessionEvent } from './backend.js'
+import type { Backend, BusState, SessionEvent } from './backend.js'
 import type { Snapshot } from './engine.js'
 import { InvalidOptionError } from './errors.js'
 import { debug } from './telemetry.js'
@@ -17,11 +17,12 @@ export interface NearCacheOptions {
    */
   maxBytes?: number
   /**
-   * Longest time an entry is served without the backend confirming it. It bounds
-   * how long a session destroyed on another node can still be served here if an
-   * invalidation message is lost (a dropped subscriber connection); with the bus
-   * working, the bound is the bus's delivery time.
-   * @default 5_000
+   * Longest time an entry is served without the backend confirming it: a
+   * backstop. The bus reports a dropped connection (the cache is cleared and
+   * serves nothing until the bus is back), so with the bus working a session
+   * changed or destroyed on another node stops being served here within the
+   * bus's delivery time.
+   * @default 60_000
    */
   maxAge?: number
 }
@@ -91,7 +92,7 @@ export class NearCache {
   constructor(options: NearCacheOptions = {}) {
     this.#maxEntries = positiveInt('nearCache.maxEntries', options.maxEntries, 10_000)
     this.#maxBytes = positiveInt('nearCache.maxBytes', options.maxBytes, 16 * 1024 * 1024)
-    this.#maxAge = positiveInt('nearCache.maxAge', options.maxAge, 5_000)
+    this.#maxAge = positiveInt('nearCache.maxAge', options.maxAge, 60_000)
   }
 
   /** Subscribes to the backend's events; serves nothing until the subscription holds. */
@@ -101,7 +102,10 @@ export class NearCache {
         `the near cache needs a backend with an event bus; ${backend.kind} has none`,
       )
     }
-    const unsubscribe = await backend.subscribe((event) => this.onEvent(event))
+    const unsubscribe = await backend.subscribe(
+      (event) => this.onEvent(event),
+      (state) => this.onGap(state),
+    )
     if (this.#closed) {
       await unsubscribe()
       return
@@ -213,6 +217,15 @@ export class NearCache {
       }
     }
     this.forget(event.sid)
+  }
+
+  /**
+   * The bus connection dropped (events may be missed: serve nothing from memory)
+   * or came back (start afresh: what was cached may have changed meanwhile).
+   */
+  onGap(state: BusState): void {
+    this.clear()
+    if (!this.#closed) this.#ready = state === 'restored'
   }
 
   /** Size and hit counts, for metrics and the benchmark. */

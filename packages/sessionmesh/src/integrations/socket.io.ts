@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { debuglog } from 'node:util'
 import type { Namespace, Server, Socket } from 'socket.io'
-import type { SessionEvent } from '../core/backend.js'
+import type { BusState, SessionEvent } from '../core/backend.js'
 import type { SessionData } from '../core/codec.js'
 import { InvalidOptionError, redactSid } from '../core/errors.js'
 import { passportUser, type SessionStore } from '../store.js'
@@ -192,7 +192,11 @@ export async function shareSession(
     else void watch(event.sid)
   }
 
-  const unsubscribe = await subscribe(onEvent)
+  // Destroys may have been missed while the bus was down: look at every session again.
+  const onGap = (state: BusState) => {
+    if (state === 'restored') for (const sid of watched.keys()) void watch(sid)
+  }
+  const unsubscribe = await subscribe(onEvent, onGap)
   const interval = options.expiryCheckInterval ?? 500
   const timer = setInterval(() => {
     const now = Date.now()
