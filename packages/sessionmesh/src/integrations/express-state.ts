@@ -27,7 +27,13 @@ export class RequestState implements SessionHost {
   readonly #req: SessionRequest
   readonly #res: ServerResponse
   readonly #next: (error?: unknown) => void
-  readonly #snapshots = new WeakMap<Session, Snapshot>()
+  // What each session object of this request was loaded or last saved as. A
+  // request nearly always holds one session object, so it lives in two fields; a
+  // Map is made only when a second appears (regenerate). A WeakMap per request
+  // would cost more to create and to collect than the rest of the state.
+  #snapshotOwner: Session | undefined
+  #snapshot: Snapshot | undefined
+  #moreSnapshots: Map<Session, Snapshot> | undefined
   /** The id and fields the request started with: what "modified" compares to. */
   #originalId: string | undefined
   #baseFields: Fields | undefined
@@ -140,16 +146,30 @@ export class RequestState implements SessionHost {
       if (!(key in session)) session[key] = data[key]
     }
     req.session = session
-    this.#snapshots.set(session, snapshot)
+    this.#setSnapshot(session, snapshot)
     return session
   }
 
+  #snapshotOf(session: Session): Snapshot | undefined {
+    return session === this.#snapshotOwner ? this.#snapshot : this.#moreSnapshots?.get(session)
+  }
+
+  #setSnapshot(session: Session, snapshot: Snapshot): void {
+    if (this.#snapshotOwner === undefined || this.#snapshotOwner === session) {
+      this.#snapshotOwner = session
+      this.#snapshot = snapshot
+    } else {
+      this.#moreSnapshots ??= new Map()
+      this.#moreSnapshots.set(session, snapshot)
+    }
+  }
+
   async #save(session: Session, fields: Fields): Promise<void> {
-    const snapshot = this.#snapshots.get(session)
+    const snapshot = this.#snapshotOf(session)
     const device = snapshot ? {} : deviceOf(this.#req)
     const saved = await this.#c.source.save(session.id, session, snapshot, device, fields)
     if (saved) {
-      this.#snapshots.set(session, saved)
+      this.#setSnapshot(session, saved)
       if (session === this.#req.session) this.#savedFields = fields
       if (this.#c.near) this.#version = saved.version
     } else {
@@ -200,7 +220,7 @@ export class RequestState implements SessionHost {
     this.#endFields = fields
     if (this.#shouldSave(session, fields)) return this.#save(session, fields)
     if (this.cookieId === session.id) {
-      const snapshot = this.#snapshots.get(session)
+      const snapshot = this.#snapshotOf(session)
       if (this.#c.source.touchDue(session, snapshot)) {
         // The response does not wait for a touch, and a failed touch fails nothing.
         this.#c.source.touch(session.id, session, snapshot).catch((error: unknown) => {
