@@ -3,15 +3,18 @@
 //   POST /login?user=…   creates a session with a passport user (so the user index is used)
 //   GET  /ro             reads the session
 //   POST /rmw            reads, changes and saves one key
-//   GET  /__stats        near cache counters and heap
+//   GET  /__stats        near cache counters, heap, SQL statements sent
 import express from 'express'
 import expressSession from 'express-session'
 import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
 import { session } from 'sessionmesh/express'
 import { redisBackend } from 'sessionmesh/redis'
+import { tieredBackend } from 'sessionmesh/tiered'
 
 const [config, redisUrl] = process.argv.slice(2)
+const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
+const MYSQL_URL = process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
 // The bench machine may be shared: a CPU stall must not be measured as an outage,
 // so sessionmesh's per-call timeout is raised from its 300 ms default.
 const guard = { timeout: 5_000 }
@@ -20,6 +23,38 @@ const common = {
   resave: false,
   saveUninitialized: false,
   cookie: { maxAge: 86_400_000 },
+}
+
+// The SQL configurations count the statements they send, as the Redis ones count
+// commands; each uses a table of its own, dropped when the process stops.
+let sqlStatements = 0
+let dropTable = async () => {}
+const table = `sm_bench_${config.replaceAll('-', '_')}`
+
+async function sqlBackend(kind) {
+  if (kind === 'mysql') {
+    const { createPool } = await import('mysql2/promise')
+    const pool = counting(createPool({ uri: MYSQL_URL, connectionLimit: 16 }))
+    const { migrateMysql, mysqlBackend } = await import('sessionmesh/mysql')
+    await migrateMysql(pool, { table })
+    dropTable = () => pool.query(`DROP TABLE IF EXISTS ${table}`)
+    return mysqlBackend({ pool, table })
+  }
+  const { default: pg } = await import('pg')
+  const pool = counting(new pg.Pool({ connectionString: PG_URL, max: 16 }))
+  const { migratePostgres, postgresBackend } = await import('sessionmesh/postgres')
+  await migratePostgres(pool, { table })
+  dropTable = () => pool.query(`DROP TABLE IF EXISTS ${table}`)
+  return postgresBackend({ pool, table })
+}
+
+function counting(pool) {
+  const query = pool.query.bind(pool)
+  pool.query = (...args) => {
+    sqlStatements++
+    return query(...args)
+  }
+  return pool
 }
 
 const app = express()
@@ -67,6 +102,17 @@ switch (config) {
     })
     await middleware.ready
     break
+  case 'sm-postgres':
+  case 'sm-mysql':
+  case 'sm-tiered': {
+    const durable = await sqlBackend(config === 'sm-mysql' ? 'mysql' : 'postgres')
+    const backend =
+      config === 'sm-tiered'
+        ? tieredBackend({ cache: redisBackend({ client, prefix: `${config}:` }), durable })
+        : durable
+    middleware = session({ ...common, ...guard, backend })
+    break
+  }
   default:
     throw new Error(`unknown config ${config}`)
 }
@@ -86,10 +132,19 @@ app.post('/rmw', (req, res) => {
   res.json({ views: req.session.views })
 })
 app.get('/__stats', (_req, res) => {
-  res.json({ near: middleware?.nearCacheStats?.() ?? null, heap: process.memoryUsage().heapUsed })
+  res.json({
+    near: middleware?.nearCacheStats?.() ?? null,
+    heap: process.memoryUsage().heapUsed,
+    sqlStatements,
+  })
 })
 
 const server = app.listen(0, '127.0.0.1', () => {
   process.stdout.write(`listening ${server.address().port}\n`)
 })
-process.on('SIGTERM', () => process.exit(0))
+process.on('SIGTERM', () => {
+  dropTable().then(
+    () => process.exit(0),
+    () => process.exit(0),
+  )
+})

@@ -45,6 +45,33 @@ describe('NearCache', () => {
     expect(byBytes.stats().entries).toBe(1)
   })
 
+  it('serves nothing while its bus is down, and starts empty when it is back', async () => {
+    const cache = await started()
+    const now = Date.now()
+    cache.fill('s', snap('v1'), now)
+    cache.onGap('lost')
+    cache.fill('t', snap('v1'), now) // a read during the gap must not be cached either
+    expect(cache.lookup('s', 'v1', now)).toBeUndefined()
+    expect(cache.lookup('t', 'v1', now)).toBeUndefined()
+    cache.onGap('restored')
+    expect(cache.lookup('s', 'v1', now)).toBeUndefined() // what was cached before may be stale
+    cache.fill('s', snap('v2', 'x', 0), now) // a read that began before the gap ended
+    expect(cache.lookup('s', 'v2', now)).toBeUndefined()
+    cache.fill('s', snap('v2', 'x', cache.seq), now) // a read that began after
+    expect(cache.lookup('s', 'v2', now)?.version).toBe('v2')
+  })
+
+  it('replaces an entry in place, keeping its byte count exact', async () => {
+    const cache = await started({ maxEntries: 10 })
+    const now = Date.now()
+    cache.fill('s', snap('v1', 'y'.repeat(500)), now)
+    const large = cache.stats().bytes
+    cache.fill('s', snap('v2', 'y'), now)
+    expect(cache.stats().entries).toBe(1)
+    expect(cache.stats().bytes).toBe(large - 499)
+    expect(cache.lookup('s', 'v2', now)?.version).toBe('v2')
+  })
+
   it('stops serving an entry the backend has not confirmed within maxAge', async () => {
     const cache = await started({ maxAge: 100 })
     const now = Date.now()

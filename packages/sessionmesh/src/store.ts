@@ -266,7 +266,8 @@ export function deviceOf(req: DeviceSource | undefined): Device {
   const userAgent = req?.headers?.['user-agent']
   if (typeof userAgent === 'string') device.userAgent = userAgent.slice(0, 256)
   const ip = req?.ip ?? req?.socket?.remoteAddress
-  if (typeof ip === 'string') device.ip = ip
+  // A dual-stack server reports IPv4 clients as ::ffff:a.b.c.d: keep the address people know.
+  if (typeof ip === 'string') device.ip = ip.startsWith('::ffff:') ? ip.slice(7) : ip
   return device
 }
 
