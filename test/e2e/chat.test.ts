@@ -59,7 +59,8 @@ async function loggedIn(user: string, agent = 'e2e-browser'): Promise<Browser> {
 }
 
 beforeAll(async () => {
-  redis = await RedisServer.start()
+  // Durable, so that the restart below is a restart, not a wipe: sessions survive it.
+  redis = await RedisServer.start({ durable: true })
   cluster = await Cluster.start(['--nodes', '4', '--redis', redis.url], await freePortRange(5))
 })
 afterEach(() => {
@@ -152,7 +153,7 @@ describe('chat over socket.io behind nginx, 4 nodes', () => {
     const pids = cluster.nodes.map((node) => node.pid)
 
     await redis.kill()
-    await redis.start() // empty: nothing was persisted
+    await redis.start() // with its data
     const texts: string[] = []
     receiver?.on('chat', (m: ChatMessage) => texts.push(m.text))
     let n = 0
@@ -167,6 +168,10 @@ describe('chat over socket.io behind nginx, 4 nodes', () => {
       .toBeGreaterThan(0)
     expect(pids.every(isAlive)).toBe(true)
     expect(cluster.process.exitCode).toBeNull()
+    // The sessions survived the restart, so the sockets stay open once the bus is back.
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect(clients.every((client) => client.connected)).toBe(true)
+    expect((await browsers[0]?.request('GET', '/api/me'))?.status).toBe(200)
   })
 })
 

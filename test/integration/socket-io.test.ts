@@ -228,7 +228,7 @@ describe('socket.io shares the HTTP session', () => {
   it('chat resumes across nodes after Redis restarts, without restarting the app', async () => {
     // Its own server: adapters closed by earlier tests keep a blocking read open
     // for a few seconds, and this test must not kill it under them.
-    const own = await RedisServer.start()
+    const own = await RedisServer.start({ durable: true })
     const [a, b] = [await startNode('a', 3_600_000, own), await startNode('b', 3_600_000, own)]
     cleanups.push(() => stopAfterAdapters(own)) // after the nodes' own cleanups
     const hal = new Client(a.url)
@@ -237,7 +237,7 @@ describe('socket.io shares the HTTP session', () => {
     const onB = open(b, hal)
     await Promise.all([connected(onA), connected(onB)])
     await own.kill()
-    await own.start()
+    await own.start() // with its data: sessions survive, so the sockets stay
     const texts: string[] = []
     onB.on('chat', (message: { text: string }) => texts.push(message.text))
     // Keep saying something until it comes through: the clients reconnect on their own.
@@ -251,5 +251,21 @@ describe('socket.io shares the HTTP session', () => {
         { timeout: 10_000, interval: 200 },
       )
       .toBeGreaterThan(0)
+    await new Promise((resolve) => setTimeout(resolve, 600)) // past the bus's re-check
+    expect(onA.connected && onB.connected).toBe(true)
+  })
+
+  it('sessions lost with Redis (restarted empty) end their sockets with reason "ended"', async () => {
+    const own = await RedisServer.start()
+    const a = await startNode('a', 3_600_000, own)
+    cleanups.push(() => stopAfterAdapters(own))
+    const ivy = new Client(a.url)
+    await ivy.login('ivy')
+    const socket = open(a, ivy)
+    await connected(socket)
+    const closed = closedByServer(socket)
+    await own.kill()
+    await own.start() // empty: the session is gone, though nobody destroyed it
+    expect((await closed).reason).toBe('ended/io server disconnect')
   })
 })

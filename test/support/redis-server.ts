@@ -7,23 +7,29 @@ import { freePort } from '../../packages/sessionmesh/src/cli/system.js'
 export { freePort }
 
 /**
- * A private `redis-server` on a free loopback port, with nothing kept on disk, that
- * a test may stop and start again on the same port.
+ * A private `redis-server` on a free loopback port, with nothing kept on disk
+ * unless asked, that a test may stop and start again on the same port.
  */
 export class RedisServer {
   readonly port: number
   readonly url: string
   readonly #dir: string
+  readonly #durable: boolean
   #process: ChildProcess | undefined
 
-  private constructor(port: number) {
+  private constructor(port: number, durable: boolean) {
     this.port = port
+    this.#durable = durable
     this.url = `redis://127.0.0.1:${port}`
     this.#dir = mkdtempSync(join(tmpdir(), 'sm-redis-'))
   }
 
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort())
+  /**
+   * `durable`: an append-only file synced on every write, so that a kill and a
+   * start keep the data (a restart); otherwise a restart comes back empty.
+   */
+  static async start(options: { durable?: boolean } = {}): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), options.durable ?? false)
     await server.start()
     return server
   }
@@ -39,7 +45,9 @@ export class RedisServer {
         '--save',
         '',
         '--appendonly',
-        'no',
+        this.#durable ? 'yes' : 'no',
+        '--appendfsync',
+        'always',
         '--dir',
         this.#dir,
       ],

@@ -18,6 +18,7 @@ const END_MESSAGES = {
   expired: 'Your session expired. Please sign in again.',
   'logged-out': 'You are signed out.',
   unauthorized: 'Your session ended. Please sign in again.',
+  ended: 'Your session ended. Please sign in again.',
 }
 
 const $ = (id) => document.getElementById(id)
@@ -69,6 +70,8 @@ const state = {
   /** The nodes of the last requests, oldest first. */
   recent: [],
   timers: new Set(),
+  /** While the outage banner shows: the timer that asks whether the store is back. */
+  outageProbe: undefined,
   /** Texts this window sent and has not seen come back yet. */
   sent: new Set(),
   /** Bumped on every sign-in and sign-out, so that late answers of an old session are dropped. */
@@ -131,11 +134,18 @@ function showOutage(store) {
     : 'No node answered. This page keeps retrying and carries on when one is back.'
   banner.hidden = false
   document.body.classList.add('degraded')
+  // Signed in, the regular poll notices the recovery; signed out (the session may
+  // have ended during the outage) nothing else would ask, so probe until it is over.
+  state.outageProbe ??= setInterval(() => {
+    if (!state.user) api('GET', '/api/me').catch(ignore)
+  }, POLL_MS)
 }
 
 function hideOutage() {
   $('outage').hidden = true
   document.body.classList.remove('degraded')
+  clearInterval(state.outageProbe)
+  state.outageProbe = undefined
 }
 
 /** Runs `task` every `ms`, never two at once, until sign-out. */

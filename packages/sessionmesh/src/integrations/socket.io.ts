@@ -41,8 +41,14 @@ export interface ShareSessionOptions {
   expiryCheckInterval?: number
 }
 
-/** Why {@link shareSession} closed a socket; sent to the client as `session:ended` before the disconnect. */
-export type SessionEndReason = 'revoked' | 'expired' | 'logged-out'
+/**
+ * Why {@link shareSession} closed a socket; sent to the client as `session:ended`
+ * before the disconnect. `revoked`: destroyed (logout, revocation); `expired`;
+ * `logged-out`: the session lost its user; `ended`: it was gone when looked at
+ * again after the event bus had been down (destroyed meanwhile, or lost with
+ * the store's data).
+ */
+export type SessionEndReason = 'revoked' | 'expired' | 'logged-out' | 'ended'
 
 /** What {@link shareSession} returns. */
 export interface SessionBinding {
@@ -149,7 +155,7 @@ export async function shareSession(
   })
 
   /** Reads the session now and schedules the next expiry check, or ends it. */
-  async function watch(sid: string): Promise<void> {
+  async function watch(sid: string, missing: SessionEndReason = 'revoked'): Promise<void> {
     let view: SessionData | null
     try {
       view = await store.get(sid)
@@ -165,7 +171,7 @@ export async function shareSession(
     if (!view) {
       // Gone before its known expiry: destroyed (the event may still be on its way).
       const known = watched.get(sid)
-      return end(sid, known && Date.now() >= known.checkAt ? 'expired' : 'revoked')
+      return end(sid, known && Date.now() >= known.checkAt ? 'expired' : missing)
     }
     const sockets = await namespace.in(sessionRoom(sid)).local.fetchSockets()
     const userId = userIdOf(view)
@@ -194,7 +200,7 @@ export async function shareSession(
 
   // Destroys may have been missed while the bus was down: look at every session again.
   const onGap = (state: BusState) => {
-    if (state === 'restored') for (const sid of watched.keys()) void watch(sid)
+    if (state === 'restored') for (const sid of watched.keys()) void watch(sid, 'ended')
   }
   const unsubscribe = await subscribe(onEvent, onGap)
   const interval = options.expiryCheckInterval ?? 500
