@@ -263,6 +263,9 @@ describe('socket.io shares the HTTP session', () => {
     await ivy.login('ivy')
     const socket = open(a, ivy)
     await connected(socket)
+    // A read through the store: its reply comes after the check the server made on
+    // connection, so that check is done before Redis goes away.
+    await socket.emitWithAck('read', 'cookie')
     const closed = closedByServer(socket)
     await own.kill()
     await own.start() // empty: the session is gone, though nobody destroyed it

@@ -47,40 +47,85 @@ export interface RedisBackendOptions {
    * @default 3_600_000 (one hour)
    */
   tombstoneTtl?: number
+  /**
+   * Number of hashes the user index is spread over. Each stays compact while it
+   * holds up to 128 users (Redis's `hash-max-listpack-entries`), so a good value
+   * is your number of users / 100; more buckets than users wastes a key each.
+   * Changing it orphans the index: choose it once per prefix.
+   * @default 1024
+   */
+  indexBuckets?: number
 }
 
 // Layout of a session hash: data keys are stored as '.' + key, so that they can
 // never collide with the one-letter meta fields: c created, l last seen,
-// e expires, u user id, a user agent, i ip. The user index is a sorted set of
-// session ids scored by creation time; listing checks each member against its
-// session, so a write only has to keep the index key alive as long as its
-// longest-lived session (PEXPIREAT ... GT, Redis 7), and members of sessions
-// that are gone are dropped when listing or when a session joins. No keyspace
-// notifications are needed.
+// e expires, u user id, a user agent, i ip. No keyspace notifications are needed:
+// the user index is checked against the sessions themselves (below).
 
-const INDEX_EXPIRY = `
-local function join(prefix, uid, sid, created, expiresAt)
-  local idx = prefix .. 'u:' .. uid
-  for _, member in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    if redis.call('EXISTS', prefix .. 's:' .. member) == 0 then redis.call('ZREM', idx, member) end
+/**
+ * The scripts, for an index of `buckets` buckets. The user index lives in hashes
+ * `<prefix>ix:<n>`, n from the user id's SHA-1: one field per user, holding the
+ * JSON list of that user's session ids. A key per user would cost ~220 bytes per
+ * user in Redis; a field in a shared, small (listpack) hash costs about 60.
+ * Members whose session is gone are dropped when the user's field is read for a
+ * list, a revocation or a login; a login into a bucket also sweeps two other
+ * users' fields there (HRANDFIELD), for users who never come back; and a bucket
+ * lives as long as its longest-lived session (PEXPIREAT ... GT, Redis 7).
+ */
+function scripts(buckets: number) {
+  const index = `
+local function bucket(prefix, uid)
+  return prefix .. 'ix:' .. (tonumber(string.sub(redis.sha1hex(uid), 1, 8), 16) % ${buckets})
+end
+local function members(idx, uid)
+  local stored = redis.call('HGET', idx, uid)
+  if not stored then return {} end
+  local ok, list = pcall(cjson.decode, stored)
+  if ok and type(list) == 'table' then return list end
+  return {}
+end
+local function put(idx, uid, list)
+  if #list == 0 then redis.call('HDEL', idx, uid) else redis.call('HSET', idx, uid, cjson.encode(list)) end
+end
+local function alive(prefix, list)
+  local out = {}
+  for _, sid in ipairs(list) do
+    if redis.call('EXISTS', prefix .. 's:' .. sid) == 1 then out[#out + 1] = sid end
   end
-  redis.call('ZADD', idx, created, sid)
+  return out
+end
+local function join(prefix, uid, sid, expiresAt)
+  local idx = bucket(prefix, uid)
+  local list = alive(prefix, members(idx, uid))
+  list[#list + 1] = sid
+  put(idx, uid, list)
+  for _, other in ipairs(redis.call('HRANDFIELD', idx, 2)) do
+    if other ~= uid then put(idx, other, alive(prefix, members(idx, other))) end
+  end
   redis.call('PEXPIREAT', idx, expiresAt, 'NX')
   redis.call('PEXPIREAT', idx, expiresAt, 'GT')
 end
+local function leave(prefix, uid, sid)
+  local idx = bucket(prefix, uid)
+  local list = {}
+  for _, member in ipairs(members(idx, uid)) do
+    if member ~= sid then list[#list + 1] = member end
+  end
+  put(idx, uid, list)
+end
 local function stretch(prefix, uid, expiresAt)
-  redis.call('PEXPIREAT', prefix .. 'u:' .. uid, expiresAt, 'GT')
+  redis.call('PEXPIREAT', bucket(prefix, uid), expiresAt, 'GT')
 end
 local function publish(prefix, kind, sid)
   redis.call('PUBLISH', prefix .. 'events', '{"v":1,"type":"' .. kind .. '","sid":' .. cjson.encode(sid) .. '}')
 end
 `
-
-// KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt,
-// maxLifetime, userId, userAgent, ip, #set fields, then field/value pairs, then
-// fields to delete. An update needs no tombstone check: a destroy deletes the
-// key, and a create after a destroy is what the tombstone refuses.
-const WRITE = `${INDEX_EXPIRY}
+  return {
+    // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt,
+    // maxLifetime, userId, userAgent, ip, #set fields, then field/value pairs, then
+    // fields to delete. An update needs no tombstone check: a destroy deletes the
+    // key, and a create after a destroy is what the tombstone refuses.
+    write: `${index}
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
 local meta = redis.call('HMGET', key, 'c', 'u')
 local created, old = meta[1], meta[2]
@@ -108,21 +153,20 @@ local n = tonumber(ARGV[11])
 for i = 12, 11 + 2 * n do args[#args + 1] = ARGV[i] end
 redis.call('HSET', key, unpack(args))
 if #ARGV > 11 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 12 + 2 * n)) end
-if old and old ~= uid then redis.call('ZREM', prefix .. 'u:' .. old, sid) end
+if old and old ~= uid then leave(prefix, old, sid) end
 if uid == '' then
   if old then redis.call('HDEL', key, 'u') end
 elseif old ~= uid then
-  join(prefix, uid, sid, created, expiresAt)
+  join(prefix, uid, sid, expiresAt)
 else
   stretch(prefix, uid, expiresAt)
 end
 redis.call('PEXPIREAT', key, expiresAt)
 publish(prefix, 'changed', sid)
 return 1
-`
-
-// KEYS: session. ARGV: prefix, sid, now, expiresAt, maxLifetime.
-const TOUCH = `${INDEX_EXPIRY}
+`,
+    // KEYS: session. ARGV: prefix, sid, now, expiresAt, maxLifetime.
+    touch: `${index}
 local key = KEYS[1]
 local meta = redis.call('HMGET', key, 'c', 'u')
 if not meta[1] then return 0 end
@@ -133,52 +177,57 @@ redis.call('HSET', key, 'l', ARGV[3], 'e', expiresAt)
 redis.call('PEXPIREAT', key, expiresAt)
 if meta[2] then stretch(ARGV[1], meta[2], expiresAt) end
 return 1
-`
-
-// ARGV: prefix, tombstone ttl, then session ids. Destroys each and leaves a tombstone.
-const DESTROY = `${INDEX_EXPIRY}
+`,
+    // ARGV: prefix, tombstone ttl, then session ids. Destroys each and leaves a tombstone.
+    destroy: `${index}
 local prefix = ARGV[1]
 local destroyed = {}
 for i = 3, #ARGV do
   local sid = ARGV[i]
   local key = prefix .. 's:' .. sid
   local uid = redis.pcall('HGET', key, 'u')
-  if type(uid) == 'string' then redis.call('ZREM', prefix .. 'u:' .. uid, sid) end
+  if type(uid) == 'string' then leave(prefix, uid, sid) end
   if redis.call('DEL', key) == 1 then destroyed[#destroyed + 1] = sid end
   redis.call('SET', prefix .. 't:' .. sid, '1', 'PX', ARGV[2])
   publish(prefix, 'destroyed', sid)
 end
 return destroyed
-`
-
-// KEYS: user index. ARGV: prefix, tombstone ttl, except.
-const DESTROY_USER = `${INDEX_EXPIRY}
-local prefix = ARGV[1]
-local destroyed = {}
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if sid ~= ARGV[3] then
-    redis.call('ZREM', KEYS[1], sid)
+`,
+    // ARGV: prefix, tombstone ttl, except, user id.
+    destroyUser: `${index}
+local prefix, except, uid = ARGV[1], ARGV[3], ARGV[4]
+local idx = bucket(prefix, uid)
+local destroyed, kept = {}, {}
+for _, sid in ipairs(members(idx, uid)) do
+  if sid == except then
+    kept[#kept + 1] = sid
+  else
     if redis.call('DEL', prefix .. 's:' .. sid) == 1 then destroyed[#destroyed + 1] = sid end
     redis.call('SET', prefix .. 't:' .. sid, '1', 'PX', ARGV[2])
     publish(prefix, 'destroyed', sid)
   end
 end
+put(idx, uid, alive(prefix, kept))
 return destroyed
-`
-
-// KEYS: user index. ARGV: prefix. Members whose session is gone are dropped.
-const LIST_USER = `
-local out = {}
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local m = redis.call('HMGET', ARGV[1] .. 's:' .. sid, 'c', 'l', 'e', 'a', 'i')
+`,
+    // ARGV: prefix, user id. Members whose session is gone are dropped.
+    listUser: `${index}
+local prefix, uid = ARGV[1], ARGV[2]
+local idx = bucket(prefix, uid)
+local listed = members(idx, uid)
+local out, kept = {}, {}
+for _, sid in ipairs(listed) do
+  local m = redis.call('HMGET', prefix .. 's:' .. sid, 'c', 'l', 'e', 'a', 'i')
   if m[1] then
     out[#out + 1] = {sid, m[1], m[2], m[3], m[4] or '', m[5] or ''}
-  else
-    redis.call('ZREM', KEYS[1], sid)
+    kept[#kept + 1] = sid
   end
 end
+if #kept ~= #listed then put(idx, uid, kept) end
 return out
-`
+`,
+  }
+}
 
 /** After a reconnect, how long the subscriber gets to re-subscribe before events count as flowing again. */
 const RESUBSCRIBE_GRACE_MS = 250
@@ -205,6 +254,7 @@ class RedisBackend implements Backend {
   readonly #client: RedisLike
   readonly #prefix: string
   readonly #tombstoneTtl: string
+  readonly #scripts: ReturnType<typeof scripts>
   readonly #shas = new Map<string, string>()
 
   constructor(options: RedisBackendOptions) {
@@ -217,6 +267,11 @@ class RedisBackend implements Backend {
     this.#client = options.client
     this.#prefix = options.prefix ?? 'sm:'
     this.#tombstoneTtl = String(options.tombstoneTtl ?? 3_600_000)
+    const buckets = options.indexBuckets ?? 1024
+    if (!Number.isInteger(buckets) || buckets < 1) {
+      throw new InvalidOptionError(`indexBuckets must be a positive integer, not ${buckets}`)
+    }
+    this.#scripts = scripts(buckets)
   }
 
   async get(sid: string): Promise<StoredSession | null> {
@@ -256,7 +311,11 @@ class RedisBackend implements Backend {
     ]
     for (const [name, value] of set) args.push(`.${name}`, value)
     for (const name of write.unset) args.push(`.${name}`)
-    const result = await this.#script(WRITE, [this.#key(sid), this.#tombstone(sid)], args)
+    const result = await this.#script(
+      this.#scripts.write,
+      [this.#key(sid), this.#tombstone(sid)],
+      args,
+    )
     return result === 1 ? 'ok' : 'gone'
   }
 
@@ -268,16 +327,16 @@ class RedisBackend implements Backend {
       String(Math.floor(touch.expiresAt)),
       String(touch.maxLifetime),
     ]
-    const result = await this.#script(TOUCH, [this.#key(sid)], args)
+    const result = await this.#script(this.#scripts.touch, [this.#key(sid)], args)
     return result === 1 ? 'ok' : 'gone'
   }
 
   async destroy(sid: string): Promise<void> {
-    await this.#script(DESTROY, [], [this.#prefix, this.#tombstoneTtl, sid])
+    await this.#script(this.#scripts.destroy, [], [this.#prefix, this.#tombstoneTtl, sid])
   }
 
   async listUser(userId: string, _now: number): Promise<IndexedSession[]> {
-    const rows = await this.#script(LIST_USER, [this.#index(userId)], [this.#prefix])
+    const rows = await this.#script(this.#scripts.listUser, [], [this.#prefix, userId])
     if (!Array.isArray(rows)) return []
     return rows.map((row: unknown) => {
       const [id, created, seen, expires, userAgent, ip] = (row as unknown[]).map(String)
@@ -294,8 +353,8 @@ class RedisBackend implements Backend {
   }
 
   async destroyUser(userId: string, except?: string): Promise<string[]> {
-    const args = [this.#prefix, this.#tombstoneTtl, except ?? '']
-    const destroyed = await this.#script(DESTROY_USER, [this.#index(userId)], args)
+    const args = [this.#prefix, this.#tombstoneTtl, except ?? '', userId]
+    const destroyed = await this.#script(this.#scripts.destroyUser, [], args)
     return Array.isArray(destroyed) ? destroyed.map(String) : []
   }
 
@@ -378,10 +437,6 @@ class RedisBackend implements Backend {
 
   #tombstone(sid: string): string {
     return `${this.#prefix}t:${sid}`
-  }
-
-  #index(userId: string): string {
-    return `${this.#prefix}u:${userId}`
   }
 
   #command(...args: string[]): Promise<unknown> {

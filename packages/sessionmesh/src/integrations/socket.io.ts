@@ -112,6 +112,8 @@ export async function shareSession(
   const namespace = io.of('/')
   bindings.set(namespace, { store, userId: userIdOf })
   const watched = new Map<string, Watched>()
+  /** Sessions a check could not read (store unavailable), with the reason to use if they are gone. */
+  const recheck = new Map<string, SessionEndReason>()
 
   // The engine sees every HTTP request of every transport; only the handshake
   // (no engine.io `sid` yet) needs the session.
@@ -160,12 +162,15 @@ export async function shareSession(
     try {
       view = await store.get(sid)
     } catch (error) {
-      // Store unavailable: keep the sockets and look again at the next tick.
+      // Store unavailable: keep the sockets, and look again at the next tick.
       debug('cannot check session %s: %s', redactSid(sid), error)
+      recheck.set(sid, missing)
       return
     }
+    recheck.delete(sid)
     if (!namespace.adapter.rooms.get(sessionRoom(sid))?.size) {
       watched.delete(sid)
+      recheck.delete(sid)
       return
     }
     if (!view) {
@@ -206,7 +211,9 @@ export async function shareSession(
   const interval = options.expiryCheckInterval ?? 500
   const timer = setInterval(() => {
     const now = Date.now()
-    for (const [sid, entry] of watched) if (entry.checkAt <= now) void watch(sid)
+    for (const [sid, entry] of watched)
+      if (entry.checkAt <= now && !recheck.has(sid)) void watch(sid)
+    for (const [sid, missing] of recheck) void watch(sid, missing)
   }, interval)
   timer.unref()
 
