@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { memoryBackend } from '../../packages/sessionmesh/src/backends/memory.js'
 import type { Snapshot } from '../../packages/sessionmesh/src/core/engine.js'
-import { NearCache } from '../../packages/sessionmesh/src/core/near-cache.js'
+import { CHANGE_LOG_LIMIT, NearCache } from '../../packages/sessionmesh/src/core/near-cache.js'
 
 const snap = (version: string, value = 'x', seq = 0): Snapshot => ({
   fields: { a: JSON.stringify(value) },
@@ -70,6 +70,16 @@ describe('NearCache', () => {
     expect(cache.stats().entries).toBe(1)
     expect(cache.stats().bytes).toBe(large - 499)
     expect(cache.lookup('s', 'v2', now)?.version).toBe('v2')
+  })
+
+  it('regression: an overflowing change log does not refuse fills for reads that began before unrelated changes', async () => {
+    const cache = await started()
+    for (let i = 0; i < CHANGE_LOG_LIMIT; i++) cache.forget(`other-${i}`)
+    const loadBegan = cache.seq
+    cache.forget('other-0') // the first session changed again, after the load began
+    cache.forget('one-more') // the log overflows and drops its oldest change
+    cache.fill('s', snap('v1', 'x', loadBegan), Date.now())
+    expect(cache.lookup('s', 'v1', Date.now())?.version).toBe('v1')
   })
 
   it('stops serving an entry the backend has not confirmed within maxAge', async () => {

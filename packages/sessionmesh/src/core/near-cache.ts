@@ -55,7 +55,7 @@ interface Pending {
 }
 
 const ENTRY_OVERHEAD = 200
-const CHANGE_LOG_LIMIT = 50_000
+export const CHANGE_LOG_LIMIT = 50_000
 /** An own write's echo that has not arrived by then is presumed lost. */
 const ECHO_WAIT = 2_000
 
@@ -82,6 +82,9 @@ export class NearCache {
   readonly #entries = new Map<string, Entry>()
   #newest: Entry | undefined
   #oldest: Entry | undefined
+  /** The changes in sequence order, flat: session id, sequence, session id, … */
+  #log: Array<string | number> = []
+  #logHead = 0
   readonly #maxEntries: number
   readonly #maxBytes: number
   readonly #maxAge: number
@@ -213,6 +216,8 @@ export class NearCache {
     this.#bytes = 0
     this.#floor = ++this.#seq
     this.#changed.clear()
+    this.#log = []
+    this.#logHead = 0
   }
 
   /** An event from the bus. */
@@ -255,20 +260,29 @@ export class NearCache {
 
   #markChanged(sid: string): void {
     const seq = ++this.#seq
-    // Set in place (delete-then-set costs time in proportion to the Map's size in
-    // V8). The Map keeps first-insertion order, so eviction may drop an entry
-    // whose change is recent: raising the floor to it only makes the cache more
-    // cautious (more fills refused), never less.
+    // The Map is updated in place (delete-then-set costs time in proportion to its
+    // size in V8); the log keeps the changes in sequence order, so that trimming
+    // drops the oldest changes and raises the floor only to their sequence.
     this.#changed.set(sid, seq)
-    if (this.#changed.size > CHANGE_LOG_LIMIT) {
-      // In batches: each new iterator walks over the holes earlier deletions left.
-      let drop = CHANGE_LOG_LIMIT / 10
-      for (const [oldest, at] of this.#changed) {
+    this.#log.push(sid, seq)
+    while (this.#changed.size > CHANGE_LOG_LIMIT) {
+      const oldest = this.#log[this.#logHead] as string
+      const at = this.#log[this.#logHead + 1] as number
+      this.#logHead += 2
+      // A later change of the same session is further on in the log: skip this one.
+      if (this.#changed.get(oldest) === at) {
         this.#changed.delete(oldest)
-        if (at > this.#floor) this.#floor = at
-        if (--drop <= 0) break
+        this.#floor = at
       }
     }
+    if (this.#log.length - this.#logHead > 4 * CHANGE_LOG_LIMIT) this.#compactLog() // 2 slots per change
+  }
+
+  /** Rebuilds the log from the Map, once repeated changes of the same sessions have grown it. */
+  #compactLog(): void {
+    const live = [...this.#changed].sort((a, b) => a[1] - b[1])
+    this.#log = live.flat()
+    this.#logHead = 0
   }
 
   #put(sid: string, snapshot: Snapshot, now: number): void {
