@@ -127,6 +127,12 @@ async function run(port, method, path, seconds, connections, cookieFile, hot) {
   }
   started = performance.now()
   await Promise.all(Array.from({ length: Number(connections) }, worker))
+  // Clients keep their cookies from one run to the next, as browsers do (the near
+  // cache's version cookie among them).
+  if (cookieFile !== '-') {
+    const kept = hot ? [jars[0].header, ...headers.slice(1)] : jars.map((jar) => jar.header)
+    writeFileSync(cookieFile, JSON.stringify(kept))
+  }
   const elapsed = (performance.now() - started) / 1000
   const sorted = latencies.subarray(0, Math.min(count, latencies.length)).sort()
   const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0
