@@ -2,7 +2,17 @@
 // playwright-core (already a dev dependency), so the bench needs no new package.
 import { existsSync, writeFileSync } from 'node:fs'
 
-const COLORS = ['#9e9e9e', '#f4a261', '#e76f51', '#8ab17d', '#2a9d8f', '#264653']
+const COLORS = [
+  '#9e9e9e',
+  '#f4a261',
+  '#e76f51',
+  '#8ab17d',
+  '#2a9d8f',
+  '#264653',
+  '#6d597a',
+  '#b56576',
+  '#e9c46a',
+]
 
 /** Writes `out` (PNG) and the SVG beside it from `{ group, series, value }` rows (value: ratio). */
 export async function renderChart(rows, out) {
