@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { ping } from '../../packages/sessionmesh/src/cli/redis.js'
 import { freePort } from '../../packages/sessionmesh/src/cli/system.js'
 
 export { freePort }
@@ -76,24 +77,6 @@ export class RedisServer {
     await this.kill()
     rmSync(this.#dir, { recursive: true, force: true })
   }
-}
-
-async function ping(port: number): Promise<string> {
-  const { connect } = await import('node:net')
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.setTimeout(500)
-    socket.once('connect', () => socket.write('PING\r\n'))
-    socket.once('data', (data) => {
-      resolve(data.toString().trim())
-      socket.destroy()
-    })
-    socket.once('error', () => resolve(''))
-    socket.once('timeout', () => {
-      resolve('')
-      socket.destroy()
-    })
-  })
 }
 
 /** Polls `check` every 20 ms until it holds, for at most `timeoutMs`. */

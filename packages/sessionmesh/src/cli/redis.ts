@@ -48,7 +48,7 @@ export async function startRedis(bin: string, port: number, dir: string): Promis
 }
 
 /** Sends PING over a raw socket: readiness without loading a client library. */
-function ping(port: number): Promise<string> {
+export function ping(port: number): Promise<string> {
   return new Promise((resolve) => {
     const socket = createConnection({ port, host: '127.0.0.1' })
     socket.setTimeout(500)
