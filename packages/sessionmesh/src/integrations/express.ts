@@ -4,7 +4,12 @@ import { memoryBackend } from '../backends/memory.js'
 import type { Backend } from '../core/backend.js'
 import { type Loaded, SessionEngine } from '../core/engine.js'
 import { InvalidOptionError } from '../core/errors.js'
-import { NearCache, type NearCacheOptions, type NearCacheStats } from '../core/near-cache.js'
+import {
+  NearCache,
+  type NearCacheOptions,
+  type NearCacheStats,
+  startNearCache,
+} from '../core/near-cache.js'
 import { engineOf, type SessionStore, type SessionStoreOptions, storeOver } from '../store.js'
 import { readCookie, VerifiedCookies } from './express-cookie.js'
 import { Session, SessionCookie, type SessionCookieOptions } from './express-objects.js'
@@ -163,7 +168,7 @@ export function session(options: SessionOptions): SessionMiddleware {
     source = engine
   }
   const backend = near ? (source as SessionEngine).backend : undefined
-  const ready = near && backend ? near.start(backend).catch(() => {}) : Promise.resolve()
+  const ready = near && backend ? startNearCache(near, backend) : Promise.resolve()
 
   const config: Config = {
     source,
