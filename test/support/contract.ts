@@ -133,6 +133,17 @@ export function backendContract(name: string, make: () => Promise<ContractSubjec
       expect(await backend.listUser('u-destroy', Date.now())).toEqual([])
     })
 
+    it('a create racing a destroy of the same id never leaves the session alive', async () => {
+      for (let i = 0; i < 50; i++) {
+        const id = sid()
+        const [written] = await Promise.all([backend.write(id, createWrite()), backend.destroy(id)])
+        // Whichever ran first, the destroy wins: the session is gone afterwards.
+        expect(['ok', 'gone']).toContain(written)
+        expect(await backend.get(id)).toBeNull()
+        expect(await backend.write(id, updateWrite({ a: '1' }))).toBe('gone')
+      }
+    })
+
     it('forgets a session when it expires', async () => {
       const id = sid()
       await backend.write(id, createWrite({ expiresAt: Date.now() + 300, userId: 'u-expire' }))
