@@ -7,12 +7,11 @@ import express, {
   type Response,
 } from 'express'
 import expressSession from 'express-session'
-import passport from 'passport'
-import { Strategy as LocalStrategy } from 'passport-local'
 import { SessionStore } from 'sessionmesh'
 import { session } from 'sessionmesh/express'
 import { memoryBackend } from 'sessionmesh/memory'
 import { afterEach, describe, expect, it } from 'vitest'
+import { testPassport } from '../support/express-app.js'
 
 type Data = Record<string, unknown>
 const data = (req: Request) => req.session as unknown as Data
@@ -479,14 +478,7 @@ describe('req.session API', () => {
   })
 
   it('keeps passport login and logout working unchanged', async () => {
-    const auth = new passport.Passport()
-    auth.use(
-      new LocalStrategy((username, password, done) =>
-        done(null, password === 'pw' ? { id: username } : false),
-      ),
-    )
-    auth.serializeUser<string>((user, done) => done(null, (user as { id: string }).id))
-    auth.deserializeUser<string>((id, done) => done(null, { id }))
+    const auth = testPassport()
     const store = new SessionStore()
     const server = express()
     server.use(

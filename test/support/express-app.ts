@@ -22,6 +22,19 @@ export interface TestApp {
   close(): Promise<void>
 }
 
+/** A passport with local login: any user name, password `pw`; the user is `{ id: name }`. */
+export function testPassport(): passport.Authenticator {
+  const auth = new passport.Passport()
+  auth.use(
+    new LocalStrategy((username, password, done) =>
+      done(null, password === 'pw' ? { id: username } : false),
+    ),
+  )
+  auth.serializeUser<string>((user, done) => done(null, (user as { id: string }).id))
+  auth.deserializeUser<string>((id, done) => done(null, { id }))
+  return auth
+}
+
 /**
  * A small real app: express-session over the given store, passport local login
  * (any user name, password `pw`), and routes that read and change the session.
@@ -32,14 +45,7 @@ export async function startApp(
   cookie: session.CookieOptions = { maxAge: 3_600_000 },
 ): Promise<TestApp> {
   const app = express()
-  const auth = new passport.Passport()
-  auth.use(
-    new LocalStrategy((username, password, done) =>
-      done(null, password === 'pw' ? { id: username } : false),
-    ),
-  )
-  auth.serializeUser<string>((user, done) => done(null, (user as { id: string }).id))
-  auth.deserializeUser<string>((id, done) => done(null, { id }))
+  const auth = testPassport()
 
   app.use(express.json({ strict: false }))
   const sessionMiddleware = session({
