@@ -3,7 +3,7 @@ import type { Backend, SessionWrite, StoredSession, WriteResult } from '../core/
 import { encodeSession, type SessionData } from '../core/codec.js'
 import { passportUser } from '../core/engine.js'
 import { InvalidOptionError, redactSid } from '../core/errors.js'
-import type { RedisLike } from './redis.js'
+import { connect, type RedisLike } from './redis/client.js'
 
 const debug = debuglog('sessionmesh:legacy')
 
@@ -90,12 +90,12 @@ export function legacyBackend(options: LegacyBackendOptions): Backend {
     get: async (sid) => (await backend.get(sid)) ?? importSession(sid),
     write: (sid, write) => backend.write(sid, write),
     touch: (sid, touch) => backend.touch(sid, touch),
-    destroy: async (sid) => {
-      await backend.destroy(sid)
+    destroy: async (sid, deadline) => {
+      await backend.destroy(sid, deadline)
       await legacy.remove(sid)
     },
     listUser: (user, now) => backend.listUser(user, now),
-    destroyUser: (user, except) => backend.destroyUser(user, except),
+    destroyUser: (user, except, deadline) => backend.destroyUser(user, except, deadline),
     count: () => backend.count(),
     clear: () => backend.clear(),
     close: () => backend.close(),
@@ -122,19 +122,12 @@ export interface ConnectRedisSourceOptions {
  */
 export function connectRedisSource(options: ConnectRedisSourceOptions): LegacySource {
   const prefix = options.prefix ?? 'sess:'
-  const client = options.client
-  const command = (...args: string[]): Promise<unknown> => {
-    if ('call' in client) {
-      const [name = '', ...rest] = args
-      return client.call(name, ...rest)
-    }
-    return client.sendCommand(args)
-  }
+  const { send } = connect(options.client)
   return {
     kind: 'connect-redis',
     async read(sid) {
       const key = `${prefix}${sid}`
-      const [value, ttl] = await Promise.all([command('GET', key), command('PTTL', key)])
+      const [value, ttl] = await Promise.all([send(key, ['GET', key]), send(key, ['PTTL', key])])
       if (typeof value !== 'string') return null
       const session = parseSession(value)
       if (!session) return null
@@ -144,7 +137,7 @@ export function connectRedisSource(options: ConnectRedisSourceOptions): LegacySo
       return { session, expiresAt }
     },
     async remove(sid) {
-      await command('DEL', `${prefix}${sid}`)
+      await send(`${prefix}${sid}`, ['DEL', `${prefix}${sid}`])
     },
   }
 }

@@ -149,22 +149,26 @@ class Tiered implements TieredBackend {
     // A new session goes into the cache at once when its expiry cannot depend on its
     // creation time; otherwise the cache takes only changes to a session it holds,
     // and a miss refills it with the durable tier's exact creation time and expiry.
+    // No deadline for the cache: once the durable tier has the write, a late cache
+    // write is still better than a stale cached copy.
+    const { deadline: _, ...undated } = write
     const cacheWrite: SessionWrite =
-      write.mode === 'create' && write.maxLifetime === 0 ? write : { ...write, mode: 'update' }
+      write.mode === 'create' && write.maxLifetime === 0 ? undated : { ...undated, mode: 'update' }
     await this.#onCache(sid, (cache) => cache.write(sid, cacheWrite))
     return result
   }
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
     const result = await this.#durable.touch(sid, touch)
+    const { deadline: _, ...undated } = touch
     await this.#onCache(sid, (cache) =>
-      result === 'ok' ? cache.touch(sid, touch) : cache.destroy(sid),
+      result === 'ok' ? cache.touch(sid, undated) : cache.destroy(sid),
     )
     return result
   }
 
-  async destroy(sid: string): Promise<void> {
-    await this.#durable.destroy(sid)
+  async destroy(sid: string, deadline?: number): Promise<void> {
+    await this.#durable.destroy(sid, deadline)
     await this.#onCache(sid, (cache) => cache.destroy(sid))
   }
 
@@ -172,8 +176,8 @@ class Tiered implements TieredBackend {
     return this.#durable.listUser(userId, now)
   }
 
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
-    const destroyed = await this.#durable.destroyUser(userId, except)
+  async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
+    const destroyed = await this.#durable.destroyUser(userId, except, deadline)
     await Promise.all(destroyed.map((sid) => this.#onCache(sid, (cache) => cache.destroy(sid))))
     return destroyed
   }

@@ -53,6 +53,12 @@ export interface SessionWrite {
   userId: string | undefined
   /** Recorded only when the write creates the session. */
   device: { userAgent?: string; ip?: string }
+  /**
+   * The caller gives up at this time (epoch ms, this process's clock): a backend that
+   * can tell it starts the write later must refuse it (throw) rather than apply it,
+   * so that a write reported as failed never happens. Absent: no deadline.
+   */
+  deadline?: number
 }
 
 /** `gone`: the session was destroyed or had expired, and nothing was written. */
@@ -63,6 +69,8 @@ export interface SessionTouch {
   now: number
   expiresAt: number
   maxLifetime: number
+  /** As {@link SessionWrite.deadline}. */
+  deadline?: number
 }
 
 /** A session of a user, as the user index lists it. */
@@ -98,12 +106,12 @@ export interface Backend {
   write(sid: string, write: SessionWrite): Promise<WriteResult>
   /** Extends the expiry of an existing session; never creates one. */
   touch(sid: string, touch: SessionTouch): Promise<WriteResult>
-  /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */
-  destroy(sid: string): Promise<void>
+  /** Removes a session and leaves a tombstone so that no in-flight write brings it back; `deadline` as in {@link SessionWrite}. */
+  destroy(sid: string, deadline?: number): Promise<void>
   /** The live sessions of a user; expired entries are pruned on the way. */
   listUser(userId: string, now: number): Promise<IndexedSession[]>
   /** Destroys every session of a user except `except`, atomically; returns the ids destroyed. */
-  destroyUser(userId: string, except?: string): Promise<string[]>
+  destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]>
   /** Number of live sessions. May scan: meant for tools, not for requests. */
   count(): Promise<number>
   /** Removes every session this backend holds (its prefix or table only). */

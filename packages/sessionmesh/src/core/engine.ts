@@ -78,6 +78,7 @@ export class SessionEngine {
   readonly #ttl: number
   readonly #maxLifetime: number
   readonly #maxBytes: number
+  readonly #timeout: number
 
   constructor(options: EngineOptions) {
     this.backend = options.backend
@@ -95,9 +96,10 @@ export class SessionEngine {
     }
     this.failOpen = policy === 'fail-open'
     const backend = this.backend
+    this.#timeout = positive('timeout', options.timeout, 300)
     this.#guard = new Guard({
       kind: backend.kind,
-      timeout: positive('timeout', options.timeout, 300),
+      timeout: this.#timeout,
       retryAfter: positive('retryAfter', options.retryAfter, 500),
       isOutage: (error) =>
         !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
@@ -203,7 +205,9 @@ export class SessionEngine {
     near?.expectOwnWrite(sid, now)
     let result: WriteResult
     try {
-      result = await this.call('set', () => this.backend.write(sid, write))
+      result = await this.call('set', () =>
+        this.backend.write(sid, { ...write, deadline: this.#deadline() }),
+      )
     } catch (error) {
       near?.ownWriteFailed(sid)
       if (this.failOpen && error instanceof StoreUnavailableError) return undefined
@@ -245,7 +249,9 @@ export class SessionEngine {
     if (!this.touchDue(session, snapshot, now)) return 'ok'
     const touch = { now, expiresAt: now + this.ttlOf(session), maxLifetime: this.#maxLifetime }
     try {
-      const result = await this.call('touch', () => this.backend.touch(sid, touch))
+      const result = await this.call('touch', () =>
+        this.backend.touch(sid, { ...touch, deadline: this.#deadline() }),
+      )
       if (result === 'gone') {
         reportGone(sid, 'touch')
         this.near?.forget(sid)
@@ -270,7 +276,7 @@ export class SessionEngine {
   /** Destroys a session everywhere, this process's near cache first. */
   async destroy(sid: string): Promise<void> {
     this.near?.forget(sid)
-    await this.call('destroy', () => this.backend.destroy(sid))
+    await this.call('destroy', () => this.backend.destroy(sid, this.#deadline()))
     // Again: a load that began before the destroy may have filled the cache meanwhile.
     this.near?.forget(sid)
   }
@@ -278,10 +284,15 @@ export class SessionEngine {
   /** Destroys every session of a user but `except`; returns the ids destroyed. */
   async destroyUser(userId: string, except?: string): Promise<string[]> {
     const ids = await this.call('revokeUserSessions', () =>
-      this.backend.destroyUser(userId, except),
+      this.backend.destroyUser(userId, except, this.#deadline()),
     )
     for (const id of ids) this.near?.forget(id)
     return ids
+  }
+
+  /** When the call about to start will have been given up on: the backend refuses to apply it later. */
+  #deadline(): number {
+    return Date.now() + this.#timeout
   }
 
   /** Runs one backend call under the timeout and breaker, reporting failures. */

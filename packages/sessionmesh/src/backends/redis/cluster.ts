@@ -1,0 +1,281 @@
+import { debuglog } from 'node:util'
+import type {
+  Backend,
+  BusState,
+  IndexedSession,
+  SessionEvent,
+  SessionTouch,
+  SessionWrite,
+  StoredSession,
+  WriteResult,
+} from '../../core/backend.js'
+import { InvalidOptionError } from '../../core/errors.js'
+import { openBus } from './bus.js'
+import type { Connection } from './client.js'
+import {
+  bucketKey,
+  indexedSession,
+  isOutage,
+  isReply,
+  type Layout,
+  readSession,
+  Scripts,
+  ServerClock,
+  sameSlot,
+  scanAll,
+  sessionKey,
+  tombstoneKey,
+  writeArgs,
+} from './common.js'
+import { clusterScripts as lua } from './lua.js'
+import { clearAll } from './standalone.js'
+
+const debug = debuglog('sessionmesh:redis')
+
+/**
+ * A Redis Cluster. A script may touch only one hash slot, so a session (with its
+ * tombstone, which shares its slot) and its user's index bucket are written by
+ * separate scripts, in an order chosen so that whatever a crash or a failover
+ * interrupts, what is left is at worst an index entry whose session is gone or
+ * belongs to someone else, which listing and revocation check and drop:
+ *
+ * - a login joins the user's index first, then writes the session; the session
+ *   script refuses to give a session a user whose index the caller has not
+ *   joined, so a live session is never missing from its user's index;
+ * - a destroy tombstones the session first, then leaves the index;
+ * - a revocation reads the index, destroys each session that still belongs to the
+ *   user, then drops them from the index.
+ *
+ * Round trips: a read 1, a write or touch 1 (a login 2), a logout 2, a listing or
+ * a revocation 2 to 3 (the sessions are read or destroyed in parallel).
+ */
+export class ClusterRedisBackend implements Backend {
+  readonly kind = 'redis'
+  readonly #connection: Connection
+  readonly #layout: Layout
+  readonly #scripts: Scripts
+  readonly #clock: ServerClock
+
+  constructor(connection: Connection, layout: Layout) {
+    this.#connection = connection
+    this.#layout = layout
+    this.#scripts = new Scripts(connection.send)
+    this.#clock = new ServerClock(connection.send)
+  }
+
+  get(sid: string): Promise<StoredSession | null> {
+    return readSession(this.#connection.send, sessionKey(this.#layout.prefix, sid))
+  }
+
+  async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    const keys = this.#keys(sid)
+    const deadline = await this.#clock.convert(write.deadline)
+    const user = write.userId ?? ''
+    let joined = ''
+    // A new session that belongs to a user is a login: join first, as the script
+    // would ask for it anyway.
+    if (user !== '' && write.mode === 'create') {
+      await this.#join(user, sid, deadline)
+      joined = user
+    }
+    const prefix = this.#layout.prefix
+    let reply = await this.#run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
+    if (first(reply) === 2) {
+      await this.#join(user, sid, deadline)
+      joined = user
+      reply = await this.#run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
+    }
+    if (first(reply) !== 1) return 'gone'
+    const previous = second(reply)
+    if (previous !== '' && previous !== user) this.#leaveLater(previous, [sid])
+    return 'ok'
+  }
+
+  async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
+    const args = [
+      '',
+      String(touch.now),
+      String(Math.floor(touch.expiresAt)),
+      String(touch.maxLifetime),
+      await this.#clock.convert(touch.deadline),
+    ]
+    const result = await this.#run(lua.touch, [sessionKey(this.#layout.prefix, sid)], args)
+    return result === 1 ? 'ok' : 'gone'
+  }
+
+  async destroy(sid: string, deadline?: number): Promise<void> {
+    const reply = await this.#destroyOne(sid, await this.#clock.convert(deadline), '')
+    const user = second(reply)
+    if (user !== '') await this.#leave(user, [sid]).catch(ignore)
+  }
+
+  async listUser(userId: string, _now: number): Promise<IndexedSession[]> {
+    const listed = await this.#members(userId)
+    const send = this.#connection.send
+    const rows = await Promise.all(
+      listed.map(async (sid) => {
+        const key = sessionKey(this.#layout.prefix, sid)
+        const meta = (await send(key, ['HMGET', key, 'c', 'l', 'e', 'a', 'i', 'u']).catch(
+          (error: unknown) => {
+            // A key of another type is no live session of this user; anything else is.
+            if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) return []
+            throw error
+          },
+        )) as unknown[]
+        return { sid, meta }
+      }),
+    )
+    const live: IndexedSession[] = []
+    const dead: string[] = []
+    for (const { sid, meta } of rows) {
+      if (meta[0] != null && meta[5] != null && String(meta[5]) === userId) {
+        live.push(indexedSession([sid, ...meta.slice(0, 5)], userId))
+      } else dead.push(sid)
+    }
+    if (dead.length > 0) this.#leaveLater(userId, dead)
+    return live
+  }
+
+  async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
+    const until = await this.#clock.convert(deadline)
+    const targets = (await this.#members(userId)).filter((sid) => sid !== except)
+    const replies = await Promise.all(targets.map((sid) => this.#destroyOne(sid, until, userId)))
+    const destroyed = targets.filter((_, i) => first(replies[i]) === 1)
+    // Gone already, or moved to another user meanwhile: either way not this user's any more.
+    if (targets.length > 0) await this.#leave(userId, targets).catch(ignore)
+    return destroyed
+  }
+
+  async count(): Promise<number> {
+    let count = 0
+    await scanAll(await this.#connection.primaries(), `${this.#layout.prefix}s:*`, async (keys) => {
+      count += keys.length
+    })
+    return count
+  }
+
+  async clear(): Promise<void> {
+    await clearAll(this.#connection, this.#layout.prefix)
+  }
+
+  subscribe(
+    listener: (event: SessionEvent) => void,
+    onGap?: (state: BusState) => void,
+  ): Promise<() => Promise<void>> {
+    return openBus({
+      connection: this.#connection,
+      channel: `${this.#layout.prefix}events`,
+      listener,
+      onGap,
+    })
+  }
+
+  isOutage(error: unknown): boolean {
+    return !(error instanceof InvalidOptionError) && isOutage(error)
+  }
+
+  async close(): Promise<void> {
+    // The client belongs to the application; subscribers are closed by their own handles.
+  }
+
+  #keys(sid: string): [string, string] {
+    const { prefix } = this.#layout
+    if (!sameSlot(prefix, sid)) {
+      throw new InvalidOptionError(
+        `session id ${sid.slice(0, 8)}… has an unmatched '{' or '}': on a Redis Cluster its tombstone could not share its hash slot; keep the default genid`,
+      )
+    }
+    return [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
+  }
+
+  #destroyOne(sid: string, deadline: string, expectedUser: string): Promise<unknown> {
+    const { prefix, tombstoneTtl } = this.#layout
+    const args = [`${prefix}events`, sid, tombstoneTtl, deadline, expectedUser]
+    return this.#run(lua.destroy, this.#keys(sid), args)
+  }
+
+  async #join(user: string, sid: string, deadline: string): Promise<void> {
+    const reply = await this.#run(lua.join, [bucketKey(this.#layout, user)], [user, sid, deadline])
+    // Sweep, off the request's path: the user's other sessions, and two other users
+    // of the bucket (for users who never come back, since buckets have no TTL here).
+    const [own, others] = parse(reply) as [unknown, unknown]
+    const entries: Array<[string, string[]]> = [[user, strings(own).filter((s) => s !== sid)]]
+    if (Array.isArray(others)) {
+      for (const entry of others) {
+        if (Array.isArray(entry)) entries.push([String(entry[0]), strings(entry[1])])
+      }
+    }
+    this.#sweep(entries)
+  }
+
+  #sweep(entries: Array<[string, string[]]>): void {
+    const send = this.#connection.send
+    const { prefix } = this.#layout
+    for (const [user, sids] of entries) {
+      if (sids.length === 0) continue
+      Promise.all(
+        sids.map(async (sid) => {
+          const key = sessionKey(prefix, sid)
+          const reply = await send(key, ['HMGET', key, 'c', 'u']).catch((error: unknown) => {
+            if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) return []
+            throw error
+          })
+          const [created, owner] = reply as unknown[]
+          return created != null && owner != null && String(owner) === user ? undefined : sid
+        }),
+      )
+        .then((results) => {
+          const dead = results.filter((sid): sid is string => sid !== undefined)
+          if (dead.length > 0) return this.#leave(user, dead)
+          return undefined
+        })
+        .catch(ignore)
+    }
+  }
+
+  #leave(user: string, sids: string[]): Promise<unknown> {
+    return this.#run(lua.leave, [bucketKey(this.#layout, user)], [user, ...sids])
+  }
+
+  #leaveLater(user: string, sids: string[]): void {
+    this.#leave(user, sids).catch(ignore)
+  }
+
+  async #members(user: string): Promise<string[]> {
+    return strings(parse(await this.#run(lua.members, [bucketKey(this.#layout, user)], [user])))
+  }
+
+  async #run(source: string, keys: string[], args: string[]): Promise<unknown> {
+    try {
+      return await this.#scripts.run(source, keys, args)
+    } catch (error) {
+      if (isOutage(error)) this.#connection.repair()
+      throw error
+    }
+  }
+}
+
+function first(reply: unknown): number {
+  return Array.isArray(reply) ? Number(reply[0]) : Number.NaN
+}
+
+function second(reply: unknown): string {
+  return Array.isArray(reply) && reply[1] != null ? String(reply[1]) : ''
+}
+
+function parse(reply: unknown): unknown {
+  try {
+    return JSON.parse(String(reply))
+  } catch {
+    return undefined
+  }
+}
+
+/** cjson encodes an empty list as `{}`: anything that is not a list of strings is empty. */
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []
+}
+
+function ignore(error: unknown): void {
+  debug('user index upkeep failed (left for the next listing to prune): %s', error)
+}

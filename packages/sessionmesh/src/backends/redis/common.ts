@@ -1,0 +1,249 @@
+import { createHash } from 'node:crypto'
+import { MalformedRecordError, type SessionMeta, type StoredSession } from '../../core/backend.js'
+import type { Send } from './client.js'
+
+/** Options both layouts share, resolved. */
+export interface Layout {
+  prefix: string
+  tombstoneTtl: string
+  buckets: number
+}
+
+/** Where a session lives. */
+export function sessionKey(prefix: string, sid: string): string {
+  return `${prefix}s:${sid}`
+}
+
+/**
+ * Where a session's tombstone lives: in the session's hash slot. A key with a
+ * hash tag of its own (`{...}` with something inside) keeps it by appending; any
+ * other key becomes the tag. Mirrored by `tombstone()` in lua.ts.
+ */
+export function tombstoneKey(prefix: string, sid: string): string {
+  const key = sessionKey(prefix, sid)
+  const open = key.indexOf('{')
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
+  return close > open + 1 ? `${key}:t` : `{${key}}:t`
+}
+
+/** True when a session key and its tombstone share a hash slot (not for ids with stray braces). */
+export function sameSlot(prefix: string, sid: string): boolean {
+  const key = sessionKey(prefix, sid)
+  const open = key.indexOf('{')
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
+  return close > open + 1 || (open === -1 && !key.includes('}'))
+}
+
+/** The user index bucket of `uid`: the same function as `bucket()` in lua.ts. */
+export function bucketKey(layout: Layout, uid: string): string {
+  const digest = createHash('sha1').update(uid).digest('hex')
+  return `${layout.prefix}ix:${Number.parseInt(digest.slice(0, 8), 16) % layout.buckets}`
+}
+
+/** Replies that mean the server is there but cannot serve now: an outage, not a bug. */
+const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|LATE)\b/
+
+/** True when `error` means Redis is unreachable or cannot serve (opens the breaker). */
+export function isOutage(error: unknown): boolean {
+  return !isReply(error) || UNAVAILABLE_REPLIES.test(error.message)
+}
+
+/** An error reply from the server (ioredis's ReplyError, node-redis's ErrorReply): the server is up. */
+export function isReply(error: unknown): error is Error {
+  if (!(error instanceof Error)) return false
+  // node-redis leaves `name` as 'Error' on its subclasses, so look at the classes.
+  for (let proto = Object.getPrototypeOf(error); proto && proto !== Error.prototype; ) {
+    const name = (proto as { constructor?: { name?: string } }).constructor?.name
+    if (name === 'ReplyError' || name === 'ErrorReply') return true
+    proto = Object.getPrototypeOf(proto)
+  }
+  return false
+}
+
+/** Runs scripts by EVALSHA, falling back to EVAL once when the server does not have one cached. */
+export class Scripts {
+  readonly #send: Send
+  readonly #shas = new Map<string, string>()
+
+  constructor(send: Send) {
+    this.#send = send
+  }
+
+  async run(source: string, keys: string[], args: string[]): Promise<unknown> {
+    let sha = this.#shas.get(source)
+    if (!sha) {
+      sha = createHash('sha1').update(source).digest('hex')
+      this.#shas.set(source, sha)
+    }
+    const tail = [String(keys.length), ...keys, ...args]
+    try {
+      return await this.#send(keys[0], ['EVALSHA', sha, ...tail])
+    } catch (error) {
+      if (!(isReply(error) && /^NOSCRIPT\b/.test(error.message))) throw error
+      return this.#send(keys[0], ['EVAL', source, ...tail])
+    }
+  }
+}
+
+/** How often the estimate of Redis's clock is refreshed. */
+const CLOCK_REFRESH_MS = 60_000
+
+/**
+ * Redis's clock as seen from here, for the deadlines scripts check against `TIME`.
+ * The offset kept is the smallest the measurement allows (server time minus the
+ * moment the reply arrived), so a deadline converted with it is never later in
+ * Redis's terms than the moment this process gives up.
+ */
+export class ServerClock {
+  readonly #send: Send
+  #offset: number | undefined
+  #measuredAt = 0
+  #measuring: Promise<void> | undefined
+
+  constructor(send: Send) {
+    this.#send = send
+  }
+
+  /** `deadline` (this process's epoch ms) in Redis's clock; '0' for none. */
+  async convert(deadline: number | undefined): Promise<string> {
+    if (deadline === undefined) return '0'
+    if (this.#offset === undefined) await this.#measure()
+    else if (Date.now() - this.#measuredAt > CLOCK_REFRESH_MS) this.#measure().catch(() => {})
+    return String(Math.floor(deadline + (this.#offset ?? 0)))
+  }
+
+  #measure(): Promise<void> {
+    this.#measuring ??= (async () => {
+      try {
+        const reply = (await this.#send(undefined, ['TIME'])) as unknown[]
+        const arrived = Date.now()
+        const server = Number(reply[0]) * 1000 + Math.floor(Number(reply[1]) / 1000)
+        if (Number.isFinite(server)) {
+          this.#offset = server - arrived
+          this.#measuredAt = arrived
+        }
+      } finally {
+        this.#measuring = undefined
+      }
+    })()
+    return this.#measuring
+  }
+}
+
+/** HGETALL answers a flat array in RESP2 and a map in RESP3. */
+export function toPairs(reply: unknown): Array<[string, string]> {
+  if (Array.isArray(reply)) {
+    const pairs: Array<[string, string]> = []
+    for (let i = 0; i + 1 < reply.length; i += 2)
+      pairs.push([String(reply[i]), String(reply[i + 1])])
+    return pairs
+  }
+  if (reply instanceof Map) return [...reply].map(([k, v]) => [String(k), String(v)])
+  if (reply && typeof reply === 'object')
+    return Object.entries(reply).map(([k, v]) => [k, String(v)])
+  return []
+}
+
+/** A session hash as the scripts write it. */
+export function decodeHash(pairs: Array<[string, string]>): StoredSession {
+  const fields: Record<string, string> = {}
+  const raw: Record<string, string> = {}
+  for (const [name, value] of pairs) {
+    if (name.startsWith('.')) fields[name.slice(1)] = value
+    else raw[name] = value
+  }
+  const createdAt = Number(raw.c)
+  const lastSeenAt = Number(raw.l)
+  const expiresAt = Number(raw.e)
+  if (!Number.isFinite(createdAt) || !Number.isFinite(lastSeenAt) || !Number.isFinite(expiresAt)) {
+    throw new MalformedRecordError('the hash lacks its created/last-seen/expiry fields')
+  }
+  const meta: SessionMeta = { createdAt, lastSeenAt, expiresAt }
+  if (raw.u !== undefined) meta.userId = raw.u
+  if (raw.a !== undefined) meta.userAgent = raw.a
+  if (raw.i !== undefined) meta.ip = raw.i
+  return { fields, meta }
+}
+
+/** Reads a session with HGETALL; a key of another type is a malformed record. */
+export async function readSession(send: Send, key: string): Promise<StoredSession | null> {
+  let reply: unknown
+  try {
+    reply = await send(key, ['HGETALL', key])
+  } catch (error) {
+    if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) {
+      throw new MalformedRecordError(
+        'the key holds another data type (another library’s format?)',
+        {
+          cause: error,
+        },
+      )
+    }
+    throw error
+  }
+  const pairs = toPairs(reply)
+  if (pairs.length === 0) return null
+  return decodeHash(pairs)
+}
+
+/** The arguments of a session write from the store's `SessionWrite`, as lua.ts lays them out. */
+export function writeArgs(
+  prefix: string,
+  sid: string,
+  write: import('../../core/backend.js').SessionWrite,
+  extra: string[],
+): string[] {
+  const set = Object.entries(write.set)
+  const args = [
+    prefix,
+    sid,
+    write.mode,
+    write.replace ? '1' : '0',
+    String(write.now),
+    String(Math.floor(write.expiresAt)),
+    String(write.maxLifetime),
+    write.userId ?? '',
+    write.device.userAgent ?? '',
+    write.device.ip ?? '',
+    ...extra,
+    String(set.length),
+  ]
+  for (const [name, value] of set) args.push(`.${name}`, value)
+  for (const name of write.unset) args.push(`.${name}`)
+  return args
+}
+
+/** Counts and deletes across every primary with SCAN, never KEYS. */
+export async function scanAll(
+  primaries: Array<(args: string[]) => Promise<unknown>>,
+  pattern: string,
+  each: (keys: string[], send: (args: string[]) => Promise<unknown>) => Promise<void>,
+): Promise<void> {
+  await Promise.all(
+    primaries.map(async (send) => {
+      let cursor = '0'
+      do {
+        const reply = (await send(['SCAN', cursor, 'MATCH', pattern, 'COUNT', '500'])) as [
+          unknown,
+          unknown[],
+        ]
+        cursor = String(reply[0])
+        if (reply[1].length > 0) await each(reply[1].map(String), send)
+      } while (cursor !== '0')
+    }),
+  )
+}
+
+/** A row of the listUser answer: id, created, last seen, expires, agent, ip. */
+export function indexedSession(row: unknown[], userId: string) {
+  const [id, created, seen, expires, userAgent, ip] = row.map((v) => (v == null ? '' : String(v)))
+  const meta: SessionMeta = {
+    createdAt: Number(created),
+    lastSeenAt: Number(seen),
+    expiresAt: Number(expires),
+    userId,
+  }
+  if (userAgent) meta.userAgent = userAgent
+  if (ip) meta.ip = ip
+  return { id: id ?? '', meta }
+}

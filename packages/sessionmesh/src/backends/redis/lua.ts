@@ -1,0 +1,348 @@
+// The Lua the Redis backend runs. Two sets over one key layout:
+//
+//   <prefix>s:<id>           the session: a hash, data keys as '.' + key, meta fields
+//                            c created, l last seen, e expires, u user, a agent, i ip
+//   {<prefix>s:<id>}:t       its tombstone, in the session's hash slot (the session
+//                            key itself is the hash tag), so one call can hold both
+//   <prefix>ix:<n>           user index buckets: one field per user, a JSON list of ids
+//   <prefix>events           the event channel
+//
+// On one server (or a Sentinel-managed primary) a write is one script that also
+// keeps the user index. On a cluster a script may only touch one hash slot, so the
+// session and the index are written by separate scripts, in the order the cluster
+// backend explains. Every script checks its arguments and what it reads before it
+// writes anything: Redis does not roll back a script that fails half-way.
+
+/** Lua shared by every script. */
+const COMMON = `
+local function late(deadline)
+  local d = tonumber(deadline)
+  if not d or d == 0 then return false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > d
+end
+local LATE = 'LATE sessionmesh: the call reached Redis after its deadline; nothing was done'
+local MAX_TIME = 8640000000000000
+local function time(value)
+  local n = tonumber(value)
+  if n and n >= 0 and n <= MAX_TIME and n == math.floor(n) then return n end
+  return nil
+end
+local function members(idx, uid)
+  local stored = redis.call('HGET', idx, uid)
+  if not stored then return {} end
+  local ok, list = pcall(cjson.decode, stored)
+  local out = {}
+  if ok and type(list) == 'table' then
+    for _, sid in ipairs(list) do
+      if type(sid) == 'string' then out[#out + 1] = sid end
+    end
+  end
+  return out
+end
+local function put(idx, uid, list)
+  if #list == 0 then redis.call('HDEL', idx, uid) else redis.call('HSET', idx, uid, cjson.encode(list)) end
+end
+local function without(list, sid)
+  local out = {}
+  for _, member in ipairs(list) do
+    if member ~= sid then out[#out + 1] = member end
+  end
+  return out
+end
+local function usable(idx)
+  local t = redis.call('TYPE', idx).ok
+  return t == 'hash' or t == 'none'
+end
+local function publish(channel, kind, sid)
+  redis.call('PUBLISH', channel, '{"v":1,"type":"' .. kind .. '","sid":' .. cjson.encode(sid) .. '}')
+end
+-- HSET and HDEL in chunks: unpack() of thousands of arguments overflows Lua's stack.
+local function chunked(command, key, list, from, to)
+  local i = from
+  while i <= to do
+    local last = math.min(i + 999, to)
+    redis.call(command, key, unpack(list, i, last))
+    i = last + 1
+  end
+end
+-- Reads and checks what a session write needs. ARGV as the write scripts below.
+local function prepare(key, tombstones)
+  local meta = redis.call('HMGET', key, 'c', 'u')
+  local created, old = meta[1], meta[2]
+  local now, expiresAt, maxLifetime = time(ARGV[5]), time(ARGV[6]), time(ARGV[7])
+  if not (now and expiresAt and maxLifetime) then
+    return nil, 'ERR sessionmesh: a time argument is not a valid epoch in ms'
+  end
+  if created then
+    created = time(created)
+    if not created then return nil, 'ERR sessionmesh: the stored session has a corrupt creation time' end
+  else
+    if ARGV[3] == 'update' then return 'gone' end
+    for _, tombstone in ipairs(tombstones) do
+      if redis.call('EXISTS', tombstone) == 1 then return 'gone' end
+    end
+  end
+  local n = tonumber(ARGV[11])
+  if not n or n < 0 or 12 + 2 * n > #ARGV + 1 then return nil, 'ERR sessionmesh: bad field count' end
+  if maxLifetime > 0 then expiresAt = math.min(expiresAt, (created or now) + maxLifetime) end
+  return { created = created, old = old, now = now, expiresAt = expiresAt, n = n }
+end
+-- Applies a prepared write to the session hash; returns nothing, fails on nothing.
+local function apply(key, w)
+  local args = {'l', w.now, 'e', w.expiresAt}
+  if not w.created then
+    args[#args + 1] = 'c'
+    args[#args + 1] = w.now
+    if ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
+    if ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
+  elseif ARGV[4] == '1' then
+    local stale = {}
+    for _, name in ipairs(redis.call('HKEYS', key)) do
+      if string.byte(name, 1) == 46 then stale[#stale + 1] = name end
+    end
+    chunked('HDEL', key, stale, 1, #stale)
+  end
+  local uid = ARGV[8]
+  if uid ~= '' and w.old ~= uid then args[#args + 1] = 'u'; args[#args + 1] = uid end
+  if uid == '' and w.old then redis.call('HDEL', key, 'u') end
+  for i = 12, 11 + 2 * w.n do args[#args + 1] = ARGV[i] end
+  chunked('HSET', key, args, 1, #args)
+  if #ARGV > 11 + 2 * w.n then chunked('HDEL', key, ARGV, 12 + 2 * w.n, #ARGV) end
+  redis.call('PEXPIREAT', key, w.expiresAt)
+end
+`
+
+/** One server or a Sentinel-managed primary: every call is one atomic script. */
+export function standaloneScripts(buckets: number) {
+  const index = `${COMMON}
+local function bucket(prefix, uid)
+  return prefix .. 'ix:' .. (tonumber(string.sub(redis.sha1hex(uid), 1, 8), 16) % ${buckets})
+end
+-- pcall: a member's key may hold another type (a corrupt record): not a live session.
+local function live(prefix, sid)
+  return redis.pcall('HEXISTS', prefix .. 's:' .. sid, 'c') == 1
+end
+local function alive(prefix, list)
+  local out = {}
+  for _, sid in ipairs(list) do
+    if live(prefix, sid) then out[#out + 1] = sid end
+  end
+  return out
+end
+-- As tombstoneKey() in keys.ts: a key with a hash tag keeps it, any other becomes the tag.
+local function tombstone(prefix, sid)
+  local key = prefix .. 's:' .. sid
+  local open = string.find(key, '{', 1, true)
+  local close = open and string.find(key, '}', open + 1, true)
+  if close and close > open + 1 then return key .. ':t' end
+  return '{' .. key .. '}:t'
+end
+`
+  return {
+    // KEYS: session, tombstone, the previous release's tombstone (<prefix>t:<id>).
+    // ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
+    // userAgent, ip, deadline, #set fields, then field/value pairs, then fields to
+    // delete. The deadline is taken out first, so that the rest is laid out as
+    // prepare() and apply() read it.
+    write: `${index}
+local deadline = table.remove(ARGV, 11)
+if late(deadline) then return redis.error_reply(LATE) end
+local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
+local w, problem = prepare(key, {KEYS[2], KEYS[3]})
+if not w then return redis.error_reply(problem) end
+if w == 'gone' then return 0 end
+local uid = ARGV[8]
+local joining = uid ~= '' and w.old ~= uid
+local leaving = w.old and w.old ~= uid
+if (joining and not usable(bucket(prefix, uid))) or (leaving and not usable(bucket(prefix, w.old))) then
+  return redis.error_reply('ERR sessionmesh: a user index bucket holds another data type')
+end
+apply(key, w)
+if leaving then
+  local idx = bucket(prefix, w.old)
+  put(idx, w.old, without(members(idx, w.old), sid))
+end
+if joining then
+  local idx = bucket(prefix, uid)
+  local list = alive(prefix, without(members(idx, uid), sid))
+  list[#list + 1] = sid
+  put(idx, uid, list)
+  -- Users who never come back: sweep two other users of this bucket on each login.
+  for _, other in ipairs(redis.call('HRANDFIELD', idx, 2)) do
+    if other ~= uid then put(idx, other, alive(prefix, members(idx, other))) end
+  end
+  redis.call('PEXPIREAT', idx, w.expiresAt, 'NX')
+  redis.call('PEXPIREAT', idx, w.expiresAt, 'GT')
+elseif uid ~= '' then
+  redis.call('PEXPIREAT', bucket(prefix, uid), w.expiresAt, 'GT')
+end
+publish(prefix .. 'events', 'changed', sid)
+return 1
+`,
+    // KEYS: session. ARGV: prefix, now, expiresAt, maxLifetime, deadline.
+    touch: `${index}
+if late(ARGV[5]) then return redis.error_reply(LATE) end
+local key = KEYS[1]
+local meta = redis.call('HMGET', key, 'c', 'u')
+if not meta[1] then return 0 end
+local created, now, expiresAt, maxLifetime = time(meta[1]), time(ARGV[2]), time(ARGV[3]), time(ARGV[4])
+if not (created and now and expiresAt and maxLifetime) then
+  return redis.error_reply('ERR sessionmesh: a stored or given time is not a valid epoch in ms')
+end
+if maxLifetime > 0 then expiresAt = math.min(expiresAt, created + maxLifetime) end
+redis.call('HSET', key, 'l', now, 'e', expiresAt)
+redis.call('PEXPIREAT', key, expiresAt)
+if meta[2] then
+  local idx = bucket(ARGV[1], meta[2])
+  if usable(idx) then redis.call('PEXPIREAT', idx, expiresAt, 'GT') end
+end
+return 1
+`,
+    // ARGV: prefix, tombstone ttl, deadline, then session ids. Destroys each and
+    // leaves a tombstone; a corrupt index never keeps a session from being destroyed.
+    destroy: `${index}
+if late(ARGV[3]) then return redis.error_reply(LATE) end
+local prefix = ARGV[1]
+local destroyed = {}
+for i = 4, #ARGV do
+  local sid = ARGV[i]
+  local key = prefix .. 's:' .. sid
+  local uid = redis.pcall('HGET', key, 'u')
+  if type(uid) == 'string' then
+    local idx = bucket(prefix, uid)
+    if usable(idx) then put(idx, uid, without(members(idx, uid), sid)) end
+  end
+  if redis.call('DEL', key) == 1 then destroyed[#destroyed + 1] = sid end
+  redis.call('SET', tombstone(prefix, sid), '1', 'PX', ARGV[2])
+  publish(prefix .. 'events', 'destroyed', sid)
+end
+return destroyed
+`,
+    // ARGV: prefix, tombstone ttl, except, user id, deadline.
+    destroyUser: `${index}
+if late(ARGV[5]) then return redis.error_reply(LATE) end
+local prefix, except, uid = ARGV[1], ARGV[3], ARGV[4]
+local idx = bucket(prefix, uid)
+if not usable(idx) then return redis.error_reply('ERR sessionmesh: a user index bucket holds another data type') end
+local destroyed, kept = {}, {}
+for _, sid in ipairs(members(idx, uid)) do
+  if sid == except then
+    kept[#kept + 1] = sid
+  else
+    if redis.call('DEL', prefix .. 's:' .. sid) == 1 then destroyed[#destroyed + 1] = sid end
+    redis.call('SET', tombstone(prefix, sid), '1', 'PX', ARGV[2])
+    publish(prefix .. 'events', 'destroyed', sid)
+  end
+end
+put(idx, uid, alive(prefix, kept))
+return destroyed
+`,
+    // ARGV: prefix, user id. Members whose session is gone are dropped.
+    listUser: `${index}
+local prefix, uid = ARGV[1], ARGV[2]
+local idx = bucket(prefix, uid)
+if not usable(idx) then return {} end
+local listed = members(idx, uid)
+local out, kept = {}, {}
+for _, sid in ipairs(listed) do
+  local m = redis.pcall('HMGET', prefix .. 's:' .. sid, 'c', 'l', 'e', 'a', 'i')
+  if type(m) == 'table' and not m.err and m[1] then
+    out[#out + 1] = {sid, m[1], m[2], m[3], m[4] or '', m[5] or ''}
+    kept[#kept + 1] = sid
+  end
+end
+if #kept ~= #listed then put(idx, uid, kept) end
+return out
+`,
+  }
+}
+
+/**
+ * A cluster: each script touches one hash slot, every key in KEYS. The session
+ * scripts touch the session and its tombstone; the index scripts one bucket.
+ */
+export const clusterScripts = {
+  // KEYS: session, tombstone. ARGV as the standalone write, with the user whose
+  // index the caller has already joined ('' for none) after the deadline.
+  // Returns {1, previous user} when written, {0} when gone, and {2, previous user}
+  // when the write would move the session to a user whose index was not joined:
+  // a live session must never be missing from its user's index.
+  write: `${COMMON}
+local deadline = table.remove(ARGV, 11)
+local joined = table.remove(ARGV, 11)
+if late(deadline) then return redis.error_reply(LATE) end
+local key = KEYS[1]
+local w, problem = prepare(key, {KEYS[2]})
+if not w then return redis.error_reply(problem) end
+if w == 'gone' then return {0} end
+local uid = ARGV[8]
+if uid ~= '' and w.old ~= uid and joined ~= uid then return {2, w.old or ''} end
+apply(key, w)
+publish(ARGV[1] .. 'events', 'changed', ARGV[2])
+return {1, w.old or ''}
+`,
+  // KEYS: session. ARGV: unused, now, expiresAt, maxLifetime, deadline.
+  touch: `${COMMON}
+if late(ARGV[5]) then return redis.error_reply(LATE) end
+local key = KEYS[1]
+local meta = redis.call('HMGET', key, 'c')
+if not meta[1] then return 0 end
+local created, now, expiresAt, maxLifetime = time(meta[1]), time(ARGV[2]), time(ARGV[3]), time(ARGV[4])
+if not (created and now and expiresAt and maxLifetime) then
+  return redis.error_reply('ERR sessionmesh: a stored or given time is not a valid epoch in ms')
+end
+if maxLifetime > 0 then expiresAt = math.min(expiresAt, created + maxLifetime) end
+redis.call('HSET', key, 'l', now, 'e', expiresAt)
+redis.call('PEXPIREAT', key, expiresAt)
+return 1
+`,
+  // KEYS: session, tombstone. ARGV: channel, sid, tombstone ttl, deadline, expected
+  // user ('' for any). Returns {destroyed 0/1, user}; a session that now belongs to
+  // another user than expected is left alone ({-1, user}).
+  destroy: `${COMMON}
+if late(ARGV[4]) then return redis.error_reply(LATE) end
+local key = KEYS[1]
+local uid = redis.pcall('HGET', key, 'u')
+if type(uid) ~= 'string' then uid = '' end
+if ARGV[5] ~= '' and redis.call('EXISTS', key) == 1 and uid ~= ARGV[5] then return {-1, uid} end
+local destroyed = redis.call('DEL', key)
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+publish(ARGV[1], 'destroyed', ARGV[2])
+return {destroyed, uid}
+`,
+  // KEYS: bucket. ARGV: user, sid, deadline. Adds the session to the user's list
+  // and answers the list, with two other users' lists of the bucket to sweep.
+  join: `${COMMON}
+if late(ARGV[3]) then return redis.error_reply(LATE) end
+local idx, uid, sid = KEYS[1], ARGV[1], ARGV[2]
+if not usable(idx) then return redis.error_reply('ERR sessionmesh: a user index bucket holds another data type') end
+local list = without(members(idx, uid), sid)
+list[#list + 1] = sid
+put(idx, uid, list)
+local others = {}
+for _, other in ipairs(redis.call('HRANDFIELD', idx, 2)) do
+  if other ~= uid then others[#others + 1] = {other, members(idx, other)} end
+end
+return cjson.encode({list, others})
+`,
+  // KEYS: bucket. ARGV: user, then ids to drop from the user's list.
+  leave: `${COMMON}
+local idx, uid = KEYS[1], ARGV[1]
+if not usable(idx) then return 0 end
+local list = members(idx, uid)
+local drop = {}
+for i = 2, #ARGV do drop[ARGV[i]] = true end
+local kept = {}
+for _, sid in ipairs(list) do
+  if not drop[sid] then kept[#kept + 1] = sid end
+end
+if #kept ~= #list then put(idx, uid, kept) end
+return #list - #kept
+`,
+  // KEYS: bucket. ARGV: user. The user's list, as stored.
+  members: `${COMMON}
+if not usable(KEYS[1]) then return '[]' end
+return cjson.encode(members(KEYS[1], ARGV[1]))
+`,
+}
