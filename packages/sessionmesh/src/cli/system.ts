@@ -45,6 +45,13 @@ export const tools = {
     debian: 'redis-server',
     brew: 'redis',
   },
+  redisCli: {
+    command: 'redis-cli',
+    fallbacks: ['/usr/bin/redis-cli', '/usr/local/bin/redis-cli', '/opt/homebrew/bin/redis-cli'],
+    env: 'SESSIONMESH_REDIS_CLI',
+    debian: 'redis-tools',
+    brew: 'redis',
+  },
 } satisfies Record<string, Tool>
 
 /** Where `tool` is: its env override, then PATH, then the usual sbin places; or undefined. */

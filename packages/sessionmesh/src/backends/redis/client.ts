@@ -212,10 +212,18 @@ interface NodeRedisClient {
   ): Promise<unknown>
   destroy(): void
   isOpen?: boolean
+  options?: { socket?: object }
 }
 
-/** node-redis reconnects by itself; the bus decides when a subscriber is lost, so do not let it retry forever. */
-const SUBSCRIBER_OPTIONS = { socket: { reconnectStrategy: false } }
+/**
+ * A copy of `client` for subscribing. node-redis would reconnect by itself; the bus
+ * decides when a subscriber is lost and replaces it, so this one must not retry.
+ * (`socket` is replaced whole by duplicate(): keep its host and port.)
+ */
+function subscriberCopy(client: NodeRedisClient): NodeRedisClient {
+  const socket = client.options?.socket ?? {}
+  return client.duplicate({ socket: { ...socket, reconnectStrategy: false } })
+}
 
 function nodeRedisStandalone(c: Anyish): Connection {
   const client = c as unknown as NodeRedisClient
@@ -225,7 +233,7 @@ function nodeRedisStandalone(c: Anyish): Connection {
     topology: 'standalone',
     send,
     primaries: async () => [(args) => client.sendCommand(args)],
-    subscriber: async () => nodeRedisSubscriber(client.duplicate(SUBSCRIBER_OPTIONS)),
+    subscriber: async () => nodeRedisSubscriber(subscriberCopy(client)),
     repair() {},
   }
 }
@@ -302,7 +310,7 @@ function nodeRedisCluster(c: Anyish): Connection {
       const node = nodes[attempt % Math.max(nodes.length, 1)]
       if (!node) throw new Error('the cluster client knows no node yet')
       const client = await cluster.nodeClient(node)
-      return nodeRedisSubscriber(client.duplicate(SUBSCRIBER_OPTIONS))
+      return nodeRedisSubscriber(subscriberCopy(client))
     },
     // node-redis re-reads the slot map only after a MOVED or ASK reply, and a dead
     // primary sends neither: after a failover, commands for its slots would keep
