@@ -297,7 +297,7 @@ function nodeRedisCluster(c: Anyish): Connection {
   return {
     library: 'node-redis',
     topology: 'cluster',
-    send: (key, args) => cluster.sendCommand(key, false, args),
+    send: retryTryAgain((key, args) => cluster.sendCommand(key, false, args)),
     primaries: async () =>
       Promise.all(
         cluster.masters.map(async (node) => {
@@ -326,6 +326,33 @@ function nodeRedisCluster(c: Anyish): Connection {
         debug('cluster topology refresh failed: %s', describe(error))
       })
     },
+  }
+}
+
+/** How often, and how far apart, a command answered TRYAGAIN is sent again. */
+const TRY_AGAIN = { times: 10, everyMs: 20 }
+
+/**
+ * While a slot migrates, a script whose keys are split between the two nodes is
+ * answered TRYAGAIN. ioredis sends it again by itself; node-redis does not, so
+ * do it here (the store's timeout still bounds the whole call).
+ */
+function retryTryAgain(send: Send): Send {
+  return async (key, args) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await send(key, args)
+      } catch (error) {
+        if (
+          attempt >= TRY_AGAIN.times ||
+          !(error instanceof Error) ||
+          !/^TRYAGAIN\b/.test(error.message)
+        ) {
+          throw error
+        }
+        await new Promise((resolve) => setTimeout(resolve, TRY_AGAIN.everyMs))
+      }
+    }
   }
 }
 

@@ -33,6 +33,12 @@ import { clearAll } from './standalone.js'
 const debug = debuglog('sessionmesh:redis')
 
 /**
+ * An index entry whose session is missing is pruned only once it is older than
+ * this: until then it may be a login whose session write is still on its way.
+ */
+export const JOIN_GRACE_MS = 60_000
+
+/**
  * A Redis Cluster. A script may touch only one hash slot, so a session (with its
  * tombstone, which shares its slot) and its user's index bucket are written by
  * separate scripts, in an order chosen so that whatever a crash or a failover
@@ -75,19 +81,19 @@ export class ClusterRedisBackend implements Backend {
     // A new session that belongs to a user is a login: join first, as the script
     // would ask for it anyway.
     if (user !== '' && write.mode === 'create') {
-      await this.#join(user, sid, deadline)
+      await this.#join(user, sid, deadline, write.now)
       joined = user
     }
     const prefix = this.#layout.prefix
     let reply = await this.#run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
     if (first(reply) === 2) {
-      await this.#join(user, sid, deadline)
+      await this.#join(user, sid, deadline, write.now)
       joined = user
       reply = await this.#run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
     }
     if (first(reply) !== 1) return 'gone'
     const previous = second(reply)
-    if (previous !== '' && previous !== user) this.#leaveLater(previous, [sid])
+    if (previous !== '' && previous !== user) this.#leaveLater(previous, [[sid, '']])
     return 'ok'
   }
 
@@ -106,14 +112,14 @@ export class ClusterRedisBackend implements Backend {
   async destroy(sid: string, deadline?: number): Promise<void> {
     const reply = await this.#destroyOne(sid, await this.#clock.convert(deadline), '')
     const user = second(reply)
-    if (user !== '') await this.#leave(user, [sid]).catch(ignore)
+    if (user !== '') await this.#leave(user, [[sid, '']]).catch(ignore)
   }
 
-  async listUser(userId: string, _now: number): Promise<IndexedSession[]> {
-    const listed = await this.#members(userId)
+  async listUser(userId: string, now: number): Promise<IndexedSession[]> {
+    const entries = await this.#members(userId)
     const send = this.#connection.send
     const rows = await Promise.all(
-      listed.map(async (sid) => {
+      Object.entries(entries).map(async ([sid, joinedAt]) => {
         const key = sessionKey(this.#layout.prefix, sid)
         const meta = (await send(key, ['HMGET', key, 'c', 'l', 'e', 'a', 'i', 'u']).catch(
           (error: unknown) => {
@@ -122,15 +128,16 @@ export class ClusterRedisBackend implements Backend {
             throw error
           },
         )) as unknown[]
-        return { sid, meta }
+        return { sid, joinedAt, meta }
       }),
     )
     const live: IndexedSession[] = []
-    const dead: string[] = []
-    for (const { sid, meta } of rows) {
+    const dead: Array<[string, string]> = []
+    for (const { sid, joinedAt, meta } of rows) {
       if (meta[0] != null && meta[5] != null && String(meta[5]) === userId) {
         live.push(indexedSession([sid, ...meta.slice(0, 5)], userId))
-      } else dead.push(sid)
+      } else if (now - joinedAt > JOIN_GRACE_MS) dead.push([sid, String(joinedAt)])
+      // else: a login on its way, whose session is not written yet.
     }
     if (dead.length > 0) this.#leaveLater(userId, dead)
     return live
@@ -138,11 +145,16 @@ export class ClusterRedisBackend implements Backend {
 
   async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
     const until = await this.#clock.convert(deadline)
-    const targets = (await this.#members(userId)).filter((sid) => sid !== except)
+    const targets = Object.keys(await this.#members(userId)).filter((sid) => sid !== except)
     const replies = await Promise.all(targets.map((sid) => this.#destroyOne(sid, until, userId)))
     const destroyed = targets.filter((_, i) => first(replies[i]) === 1)
     // Gone already, or moved to another user meanwhile: either way not this user's any more.
-    if (targets.length > 0) await this.#leave(userId, targets).catch(ignore)
+    if (targets.length > 0) {
+      await this.#leave(
+        userId,
+        targets.map((sid) => [sid, '']),
+      ).catch(ignore)
+    }
     return destroyed
   }
 
@@ -194,55 +206,59 @@ export class ClusterRedisBackend implements Backend {
     return this.#run(lua.destroy, this.#keys(sid), args)
   }
 
-  async #join(user: string, sid: string, deadline: string): Promise<void> {
-    const reply = await this.#run(lua.join, [bucketKey(this.#layout, user)], [user, sid, deadline])
-    // Sweep, off the request's path: the user's other sessions, and two other users
-    // of the bucket (for users who never come back, since buckets have no TTL here).
-    const [own, others] = parse(reply) as [unknown, unknown]
-    const entries: Array<[string, string[]]> = [[user, strings(own).filter((s) => s !== sid)]]
+  async #join(user: string, sid: string, deadline: string, now: number): Promise<void> {
+    const bucket = bucketKey(this.#layout, user)
+    const reply = await this.#run(lua.join, [bucket], [user, sid, deadline, String(now)])
+    // Upkeep, off the request's path: the user's other sessions, and two other
+    // users of the bucket (for users who never come back: buckets have no TTL here).
+    const [own, others] = Array.isArray(reply) ? reply : []
+    const users: Array<[string, Entries]> = [[user, entriesOf(own)]]
     if (Array.isArray(others)) {
-      for (const entry of others) {
-        if (Array.isArray(entry)) entries.push([String(entry[0]), strings(entry[1])])
+      for (const other of others) {
+        if (Array.isArray(other)) users.push([String(other[0]), entriesOf(other[1])])
       }
     }
-    this.#sweep(entries)
+    for (const [who, entries] of users) this.#sweep(who, entries, now, sid)
   }
 
-  #sweep(entries: Array<[string, string[]]>): void {
+  /** Drops the entries of `user` older than the grace period whose session is gone. */
+  #sweep(user: string, entries: Entries, now: number, skip: string): void {
     const send = this.#connection.send
     const { prefix } = this.#layout
-    for (const [user, sids] of entries) {
-      if (sids.length === 0) continue
-      Promise.all(
-        sids.map(async (sid) => {
-          const key = sessionKey(prefix, sid)
-          const reply = await send(key, ['HMGET', key, 'c', 'u']).catch((error: unknown) => {
-            if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) return []
-            throw error
-          })
-          const [created, owner] = reply as unknown[]
-          return created != null && owner != null && String(owner) === user ? undefined : sid
-        }),
-      )
-        .then((results) => {
-          const dead = results.filter((sid): sid is string => sid !== undefined)
-          if (dead.length > 0) return this.#leave(user, dead)
-          return undefined
+    const old = Object.entries(entries).filter(
+      ([sid, at]) => sid !== skip && now - at > JOIN_GRACE_MS,
+    )
+    if (old.length === 0) return
+    Promise.all(
+      old.map(async ([sid, at]): Promise<[string, string] | undefined> => {
+        const key = sessionKey(prefix, sid)
+        const reply = await send(key, ['HMGET', key, 'c', 'u']).catch((error: unknown) => {
+          if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) return []
+          throw error
         })
-        .catch(ignore)
-    }
+        const [created, owner] = reply as unknown[]
+        const mine = created != null && owner != null && String(owner) === user
+        return mine ? undefined : [sid, String(at)]
+      }),
+    )
+      .then((results) => {
+        const dead = results.filter((entry): entry is [string, string] => entry !== undefined)
+        return dead.length > 0 ? this.#leave(user, dead) : undefined
+      })
+      .catch(ignore)
   }
 
-  #leave(user: string, sids: string[]): Promise<unknown> {
-    return this.#run(lua.leave, [bucketKey(this.#layout, user)], [user, ...sids])
+  /** Drops `[sid, joinedAt]` entries; a joinedAt of '' drops the id whenever it joined. */
+  #leave(user: string, entries: Array<[string, string]>): Promise<unknown> {
+    return this.#run(lua.leave, [bucketKey(this.#layout, user)], [user, ...entries.flat()])
   }
 
-  #leaveLater(user: string, sids: string[]): void {
-    this.#leave(user, sids).catch(ignore)
+  #leaveLater(user: string, entries: Array<[string, string]>): void {
+    this.#leave(user, entries).catch(ignore)
   }
 
-  async #members(user: string): Promise<string[]> {
-    return strings(parse(await this.#run(lua.members, [bucketKey(this.#layout, user)], [user])))
+  async #members(user: string): Promise<Entries> {
+    return entriesOf(await this.#run(lua.members, [bucketKey(this.#layout, user)], [user]))
   }
 
   async #run(source: string, keys: string[], args: string[]): Promise<unknown> {
@@ -263,17 +279,21 @@ function second(reply: unknown): string {
   return Array.isArray(reply) && reply[1] != null ? String(reply[1]) : ''
 }
 
-function parse(reply: unknown): unknown {
-  try {
-    return JSON.parse(String(reply))
-  } catch {
-    return undefined
-  }
-}
+/** A user's index entries: session id → when it joined (epoch ms). */
+type Entries = Record<string, number>
 
-/** cjson encodes an empty list as `{}`: anything that is not a list of strings is empty. */
-function strings(value: unknown): string[] {
-  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []
+function entriesOf(reply: unknown): Entries {
+  let value: unknown
+  try {
+    value = JSON.parse(String(reply))
+  } catch {
+    return {}
+  }
+  const entries: Entries = {}
+  if (value && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [sid, at] of Object.entries(value)) if (typeof at === 'number') entries[sid] = at
+  }
+  return entries
 }
 
 function ignore(error: unknown): void {

@@ -261,7 +261,33 @@ return out
 /**
  * A cluster: each script touches one hash slot, every key in KEYS. The session
  * scripts touch the session and its tombstone; the index scripts one bucket.
+ * Here a user's field maps each session id to when it joined (epoch ms), so that
+ * upkeep can tell a login still on its way (joined, session not written yet) from
+ * a session that is gone: only entries older than a grace period are pruned.
  */
+const CLUSTER_INDEX = `${COMMON}
+local function entries(idx, uid)
+  local stored = redis.call('HGET', idx, uid)
+  local out = {}
+  if not stored then return out end
+  local ok, value = pcall(cjson.decode, stored)
+  if ok and type(value) == 'table' then
+    for k, v in pairs(value) do
+      if type(k) == 'string' and type(v) == 'number' then out[k] = v
+      elseif type(k) == 'number' and type(v) == 'string' then out[v] = 0 end
+    end
+  end
+  return out
+end
+local function save(idx, uid, map)
+  if next(map) == nil then redis.call('HDEL', idx, uid) else redis.call('HSET', idx, uid, cjson.encode(map)) end
+end
+local function encode(map)
+  if next(map) == nil then return '{}' end
+  return cjson.encode(map)
+end
+`
+
 export const clusterScripts = {
   // KEYS: session, tombstone. ARGV as the standalone write, with the user whose
   // index the caller has already joined ('' for none) after the deadline.
@@ -311,38 +337,44 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 publish(ARGV[1], 'destroyed', ARGV[2])
 return {destroyed, uid}
 `,
-  // KEYS: bucket. ARGV: user, sid, deadline. Adds the session to the user's list
-  // and answers the list, with two other users' lists of the bucket to sweep.
-  join: `${COMMON}
+  // KEYS: bucket. ARGV: user, sid, deadline, now. Adds the session to the user's
+  // entries and answers them, with two other users' entries of the bucket to sweep.
+  join: `${CLUSTER_INDEX}
 if late(ARGV[3]) then return redis.error_reply(LATE) end
 local idx, uid, sid = KEYS[1], ARGV[1], ARGV[2]
+local now = time(ARGV[4])
+if not now then return redis.error_reply('ERR sessionmesh: a time argument is not a valid epoch in ms') end
 if not usable(idx) then return redis.error_reply('ERR sessionmesh: a user index bucket holds another data type') end
-local list = without(members(idx, uid), sid)
-list[#list + 1] = sid
-put(idx, uid, list)
+local map = entries(idx, uid)
+map[sid] = now
+save(idx, uid, map)
 local others = {}
 for _, other in ipairs(redis.call('HRANDFIELD', idx, 2)) do
-  if other ~= uid then others[#others + 1] = {other, members(idx, other)} end
+  if other ~= uid then others[#others + 1] = {other, encode(entries(idx, other))} end
 end
-return cjson.encode({list, others})
+return {encode(map), others}
 `,
-  // KEYS: bucket. ARGV: user, then ids to drop from the user's list.
-  leave: `${COMMON}
+  // KEYS: bucket. ARGV: user, then id/joined pairs: each id is dropped, when its
+  // joined time is '' at once, otherwise only if it still joined at that time (a
+  // sweep must not drop a session that logged in again since it looked).
+  leave: `${CLUSTER_INDEX}
 local idx, uid = KEYS[1], ARGV[1]
 if not usable(idx) then return 0 end
-local list = members(idx, uid)
-local drop = {}
-for i = 2, #ARGV do drop[ARGV[i]] = true end
-local kept = {}
-for _, sid in ipairs(list) do
-  if not drop[sid] then kept[#kept + 1] = sid end
+local map = entries(idx, uid)
+local dropped = 0
+for i = 2, #ARGV - 1, 2 do
+  local sid, joined = ARGV[i], ARGV[i + 1]
+  if map[sid] and (joined == '' or tostring(map[sid]) == joined) then
+    map[sid] = nil
+    dropped = dropped + 1
+  end
 end
-if #kept ~= #list then put(idx, uid, kept) end
-return #list - #kept
+if dropped > 0 then save(idx, uid, map) end
+return dropped
 `,
-  // KEYS: bucket. ARGV: user. The user's list, as stored.
-  members: `${COMMON}
-if not usable(KEYS[1]) then return '[]' end
-return cjson.encode(members(KEYS[1], ARGV[1]))
+  // KEYS: bucket. ARGV: user. The user's entries, as stored.
+  members: `${CLUSTER_INDEX}
+if not usable(KEYS[1]) then return '{}' end
+return encode(entries(KEYS[1], ARGV[1]))
 `,
 }
