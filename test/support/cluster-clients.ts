@@ -24,11 +24,7 @@ export async function clusterClient(
   if (library === 'ioredis') {
     const client = new Cluster(
       cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
-      {
-        retryDelayOnFailover: 200,
-        retryDelayOnClusterDown: 200,
-        redisOptions: { enableOfflineQueue: true },
-      },
+      { retryDelayOnFailover: 200, retryDelayOnClusterDown: 200 },
     )
     client.on('error', () => {})
     await new Promise<void>((resolve, reject) => {
