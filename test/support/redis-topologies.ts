@@ -150,9 +150,31 @@ export class SentinelGroup {
     this.#processes.delete(port)
   }
 
-  /** Starts a killed data node again, as a replica of the current primary. */
+  /**
+   * Starts a killed data node again, as a replica of the current primary, and
+   * waits until it is in sync and every sentinel counts it as a healthy replica
+   * (only then can it be promoted in turn).
+   */
   async restartAsReplica(port: number): Promise<void> {
     await this.#server(port, ['--replicaof', '127.0.0.1', String(await this.currentPrimary())])
+    await waitFor(
+      async () =>
+        (await command('redis-cli', port, 'INFO', 'replication')).includes('master_link_status:up'),
+      'the restarted replica to sync',
+      20_000,
+    )
+    await waitFor(
+      async () => {
+        for (const sentinel of this.sentinelPorts) {
+          const replicas = await command('redis-cli', sentinel, 'SENTINEL', 'REPLICAS', this.name)
+          const healthy = replicas.includes(String(port)) && !/s_down|disconnected/.test(replicas)
+          if (!healthy) return false
+        }
+        return true
+      },
+      'the sentinels to see the restarted replica as healthy',
+      30_000,
+    )
   }
 
   async stop(): Promise<void> {

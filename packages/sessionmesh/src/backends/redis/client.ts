@@ -285,16 +285,24 @@ interface NodeRedisCluster {
     isReadonly: boolean | undefined,
     args: string[],
   ): Promise<unknown>
-  masters: Array<{ client?: unknown }>
-  replicas: Array<{ client?: unknown }>
+  masters: Array<{ client?: { isReady?: boolean } }>
+  replicas: Array<{ client?: { isReady?: boolean } }>
   nodeClient(node: unknown): Promise<NodeRedisClient>
   _slots?: { rediscover?(startWith: unknown): Promise<void> }
 }
 
 function nodeRedisCluster(c: Anyish): Connection {
-  const cluster = c as unknown as NodeRedisCluster
+  const cluster = c as unknown as NodeRedisCluster & {
+    on(event: string, listener: () => void): unknown
+  }
   let repairing = 0
-  return {
+  // Commands to a dead primary wait in its client's queue rather than fail, so do
+  // not wait for a failed command to ask for a refresh: a node's client losing its
+  // connection is the signal.
+  const repairSoon = () => connection.repair()
+  cluster.on('node-error', repairSoon)
+  cluster.on('node-reconnecting', repairSoon)
+  const connection: Connection = {
     library: 'node-redis',
     topology: 'cluster',
     send: retryTryAgain((key, args) => cluster.sendCommand(key, false, args)),
@@ -320,13 +328,15 @@ function nodeRedisCluster(c: Anyish): Connection {
       const rediscover = cluster._slots?.rediscover
       if (!rediscover || now - repairing < 1_000) return
       repairing = now
-      const start = [...cluster.masters, ...cluster.replicas].find((node) => node.client)?.client
+      const nodes = [...cluster.masters, ...cluster.replicas]
+      const start = nodes.find((node) => node.client?.isReady)?.client
       if (!start) return
       rediscover.call(cluster._slots, start).catch((error: unknown) => {
         debug('cluster topology refresh failed: %s', describe(error))
       })
     },
   }
+  return connection
 }
 
 /** How often, and how far apart, a command answered TRYAGAIN is sent again. */
