@@ -12,7 +12,13 @@ import {
 } from '../support/cluster-clients.js'
 import { Client, startApp, type TestApp } from '../support/express-app.js'
 import { waitFor } from '../support/redis-server.js'
-import { command, primaryOf, SentinelGroup, startCluster } from '../support/redis-topologies.js'
+import {
+  command,
+  migrateSlot,
+  primaryOf,
+  SentinelGroup,
+  startCluster,
+} from '../support/redis-topologies.js'
 
 // Failover under load: a steady request loop of logged-in users runs through the
 // store while the Redis primary that holds a user's session is SIGKILLed and a
@@ -109,6 +115,25 @@ describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session',
     afterAll(async () => {
       await app?.close()
       await redis?.close()
+    })
+
+    it('serves every request while the slot of a logged-in session migrates to another primary', async () => {
+      const browsers = await logIn(app, `${library}-mig`)
+      const victim = browsers[0]
+      const loop = requestLoop(browsers)
+      onTestFinished(() => loop.stop())
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const moved = await migrateSlot(cluster, `${prefix}s:${victim?.sid}`)
+      expect(await primaryOf(cluster, `${prefix}s:${victim?.sid}`)).toBe(moved.to)
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      await loop.stop()
+      const failed = loop.outcomes.filter((o) => o.status !== 200 && o.status !== 204)
+      expect(failed).toEqual([])
+      expect(loop.outcomes.length).toBeGreaterThan(USERS * 10)
+      await everyoneStillLoggedIn(browsers)
+      console.log(
+        `slot migration via ${library}: ${moved.keys} keys moved ${moved.from} -> ${moved.to}; ${loop.outcomes.length} requests, none failed`,
+      )
     })
 
     it('answers every request (2xx or a quick 503), recovers by itself, and logs nobody out', async () => {

@@ -205,3 +205,51 @@ export class SentinelGroup {
     this.#processes.set(port, spawn('redis-server', args, { stdio: 'ignore' }))
   }
 }
+
+/**
+ * Moves the hash slot of `key` to another primary by hand, as `redis-cli --cluster
+ * reshard` does for each slot (IMPORTING / MIGRATING, MIGRATE key by key, SETSLOT
+ * NODE), slowly: the slot stays half-moved for `pauseMs` before and after its keys
+ * move, so that requests meet ASK redirections meanwhile.
+ */
+export async function migrateSlot(
+  cluster: RunningRedisCluster,
+  key: string,
+  pauseMs = 500,
+): Promise<{ from: number; to: number; keys: number }> {
+  const cli = 'redis-cli'
+  const from = await primaryOf(cluster, key)
+  const slot = (await command(cli, from, 'CLUSTER', 'KEYSLOT', key)).trim()
+  const masters = (await command(cli, from, 'CLUSTER', 'NODES'))
+    .split('\n')
+    .map((line) => line.trim().split(' '))
+    .filter((parts) => parts[2]?.includes('master') && !parts[2].includes('fail'))
+    .map((parts) => ({ id: parts[0] ?? '', port: Number(parts[1]?.split(':')[1]?.split('@')[0]) }))
+  const source = masters.find((m) => m.port === from)
+  const target = masters.find((m) => m.port !== from)
+  if (!source || !target) throw new Error('need two live primaries')
+  const must = async (port: number, ...args: string[]) => {
+    const reply = (await command(cli, port, ...args)).trim()
+    if (!/^(OK|NOKEY)$/.test(reply)) throw new Error(`${args.join(' ')} on ${port}: ${reply}`)
+  }
+  await must(target.port, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', source.id)
+  await must(source.port, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', target.id)
+  await new Promise((resolve) => setTimeout(resolve, pauseMs))
+  let moved = 0
+  for (;;) {
+    const keys = (await command(cli, from, 'CLUSTER', 'GETKEYSINSLOT', slot, '10'))
+      .split('\n')
+      .filter(Boolean)
+    if (keys.length === 0) break
+    for (const k of keys) {
+      await must(source.port, 'MIGRATE', '127.0.0.1', String(target.port), k, '0', '5000')
+      moved++
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  await new Promise((resolve) => setTimeout(resolve, pauseMs))
+  for (const node of [target, source, ...masters.filter((m) => m !== source && m !== target)]) {
+    await must(node.port, 'CLUSTER', 'SETSLOT', slot, 'NODE', target.id)
+  }
+  return { from: source.port, to: target.port, keys: moved }
+}

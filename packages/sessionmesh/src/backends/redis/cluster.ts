@@ -21,10 +21,8 @@ import {
   readSession,
   Scripts,
   ServerClock,
-  sameSlot,
   scanAll,
   sessionKey,
-  tombstoneKey,
   writeArgs,
 } from './common.js'
 import { clusterScripts as lua } from './lua.js'
@@ -39,9 +37,10 @@ const debug = debuglog('sessionmesh:redis')
 export const JOIN_GRACE_MS = 60_000
 
 /**
- * A Redis Cluster. A script may touch only one hash slot, so a session (with its
- * tombstone, which shares its slot) and its user's index bucket are written by
- * separate scripts, in an order chosen so that whatever a crash or a failover
+ * A Redis Cluster. Every script touches one key, so that it is always in one hash
+ * slot and a slot migration can redirect it: a session's tombstone is the session
+ * key itself, and a session and its user's index bucket are written by separate
+ * scripts, in an order chosen so that whatever a crash or a failover
  * interrupts, what is left is at worst an index entry whose session is gone or
  * belongs to someone else, which listing and revocation check and drop:
  *
@@ -160,9 +159,17 @@ export class ClusterRedisBackend implements Backend {
 
   async count(): Promise<number> {
     let count = 0
-    await scanAll(await this.#connection.primaries(), `${this.#layout.prefix}s:*`, async (keys) => {
-      count += keys.length
-    })
+    // Tombstones share the session keys' names here: count the keys that hold a session.
+    await scanAll(
+      await this.#connection.primaries(),
+      `${this.#layout.prefix}s:*`,
+      async (keys, send) => {
+        const live = await Promise.all(
+          keys.map((key) => send(['HEXISTS', key, 'c']).catch(() => 0)),
+        )
+        count += live.filter((n) => Number(n) === 1).length
+      },
+    )
     return count
   }
 
@@ -190,14 +197,8 @@ export class ClusterRedisBackend implements Backend {
     // The client belongs to the application; subscribers are closed by their own handles.
   }
 
-  #keys(sid: string): [string, string] {
-    const { prefix } = this.#layout
-    if (!sameSlot(prefix, sid)) {
-      throw new InvalidOptionError(
-        `session id ${sid.slice(0, 8)}… has an unmatched '{' or '}': on a Redis Cluster its tombstone could not share its hash slot; keep the default genid`,
-      )
-    }
-    return [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
+  #keys(sid: string): [string] {
+    return [sessionKey(this.#layout.prefix, sid)]
   }
 
   #destroyOne(sid: string, deadline: string, expectedUser: string): Promise<unknown> {

@@ -14,24 +14,9 @@ export function sessionKey(prefix: string, sid: string): string {
   return `${prefix}s:${sid}`
 }
 
-/**
- * Where a session's tombstone lives: in the session's hash slot. A key with a
- * hash tag of its own (`{...}` with something inside) keeps it by appending; any
- * other key becomes the tag. Mirrored by `tombstone()` in lua.ts.
- */
+/** Where a destroyed session's tombstone lives on one server: its own key, as in the previous release. */
 export function tombstoneKey(prefix: string, sid: string): string {
-  const key = sessionKey(prefix, sid)
-  const open = key.indexOf('{')
-  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
-  return close > open + 1 ? `${key}:t` : `{${key}}:t`
-}
-
-/** True when a session key and its tombstone share a hash slot (not for ids with stray braces). */
-export function sameSlot(prefix: string, sid: string): boolean {
-  const key = sessionKey(prefix, sid)
-  const open = key.indexOf('{')
-  const close = open === -1 ? -1 : key.indexOf('}', open + 1)
-  return close > open + 1 || (open === -1 && !key.includes('}'))
+  return `${prefix}t:${sid}`
 }
 
 /** The user index bucket of `uid`: the same function as `bucket()` in lua.ts. */
@@ -182,7 +167,8 @@ export async function readSession(send: Send, key: string): Promise<StoredSessio
     throw error
   }
   const pairs = toPairs(reply)
-  if (pairs.length === 0) return null
+  // On a cluster a tombstone is the session key holding only 't' (see lua.ts).
+  if (pairs.length === 0 || (pairs.length === 1 && pairs[0]?.[0] === 't')) return null
   return decodeHash(pairs)
 }
 

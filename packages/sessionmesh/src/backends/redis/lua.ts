@@ -1,16 +1,17 @@
 // The Lua the Redis backend runs. Two sets over one key layout:
 //
-//   <prefix>s:<id>           the session: a hash, data keys as '.' + key, meta fields
-//                            c created, l last seen, e expires, u user, a agent, i ip
-//   {<prefix>s:<id>}:t       its tombstone, in the session's hash slot (the session
-//                            key itself is the hash tag), so one call can hold both
-//   <prefix>ix:<n>           user index buckets: one field per user, a JSON list of ids
-//   <prefix>events           the event channel
+//   <prefix>s:<id>    the session: a hash, data keys as '.' + key, meta fields
+//                     c created, l last seen, e expires, u user, a agent, i ip
+//   <prefix>t:<id>    its tombstone, on one server (the previous release's layout)
+//   <prefix>ix:<n>    user index buckets: one field per user
+//   <prefix>events    the event channel
 //
 // On one server (or a Sentinel-managed primary) a write is one script that also
-// keeps the user index. On a cluster a script may only touch one hash slot, so the
-// session and the index are written by separate scripts, in the order the cluster
-// backend explains. Every script checks its arguments and what it reads before it
+// keeps the user index. On a cluster every script touches exactly one key, so that
+// a slot migration can always redirect it (a script whose keys are split between
+// two nodes mid-migration is answered TRYAGAIN): the tombstone is the session key
+// itself, a hash holding only 't', and the session and its user's index are
+// written by separate scripts, in the order the cluster backend explains. Every script checks its arguments and what it reads before it
 // writes anything: Redis does not roll back a script that fails half-way.
 
 /** Lua shared by every script. */
@@ -67,9 +68,11 @@ local function chunked(command, key, list, from, to)
   end
 end
 -- Reads and checks what a session write needs. ARGV as the write scripts below.
+-- A tombstone is a key of its own (one server) or the field 't' of the session key.
 local function prepare(key, tombstones)
-  local meta = redis.call('HMGET', key, 'c', 'u')
+  local meta = redis.call('HMGET', key, 'c', 'u', 't')
   local created, old = meta[1], meta[2]
+  if meta[3] and not created then return 'gone' end
   local now, expiresAt, maxLifetime = time(ARGV[5]), time(ARGV[6]), time(ARGV[7])
   if not (now and expiresAt and maxLifetime) then
     return nil, 'ERR sessionmesh: a time argument is not a valid epoch in ms'
@@ -130,18 +133,12 @@ local function alive(prefix, list)
   end
   return out
 end
--- As tombstoneKey() in keys.ts: a key with a hash tag keeps it, any other becomes the tag.
 local function tombstone(prefix, sid)
-  local key = prefix .. 's:' .. sid
-  local open = string.find(key, '{', 1, true)
-  local close = open and string.find(key, '}', open + 1, true)
-  if close and close > open + 1 then return key .. ':t' end
-  return '{' .. key .. '}:t'
+  return prefix .. 't:' .. sid
 end
 `
   return {
-    // KEYS: session, tombstone, the previous release's tombstone (<prefix>t:<id>).
-    // ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
+    // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
     // userAgent, ip, deadline, #set fields, then field/value pairs, then fields to
     // delete. The deadline is taken out first, so that the rest is laid out as
     // prepare() and apply() read it.
@@ -149,7 +146,7 @@ end
 local deadline = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
-local w, problem = prepare(key, {KEYS[2], KEYS[3]})
+local w, problem = prepare(key, {KEYS[2]})
 if not w then return redis.error_reply(problem) end
 if w == 'gone' then return 0 end
 local uid = ARGV[8]
@@ -289,7 +286,7 @@ end
 `
 
 export const clusterScripts = {
-  // KEYS: session, tombstone. ARGV as the standalone write, with the user whose
+  // KEYS: session. ARGV as the standalone write, with the user whose
   // index the caller has already joined ('' for none) after the deadline.
   // Returns {1, previous user} when written, {0} when gone, and {2, previous user}
   // when the write would move the session to a user whose index was not joined:
@@ -299,7 +296,7 @@ local deadline = table.remove(ARGV, 11)
 local joined = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key = KEYS[1]
-local w, problem = prepare(key, {KEYS[2]})
+local w, problem = prepare(key, {})
 if not w then return redis.error_reply(problem) end
 if w == 'gone' then return {0} end
 local uid = ARGV[8]
@@ -323,17 +320,21 @@ redis.call('HSET', key, 'l', now, 'e', expiresAt)
 redis.call('PEXPIREAT', key, expiresAt)
 return 1
 `,
-  // KEYS: session, tombstone. ARGV: channel, sid, tombstone ttl, deadline, expected
-  // user ('' for any). Returns {destroyed 0/1, user}; a session that now belongs to
-  // another user than expected is left alone ({-1, user}).
+  // KEYS: session. ARGV: channel, sid, tombstone ttl, deadline, expected user (''
+  // for any). Replaces the session with its tombstone. Returns {destroyed 0/1,
+  // user}; a session that now belongs to another user than expected is left alone
+  // ({-1, user}).
   destroy: `${COMMON}
 if late(ARGV[4]) then return redis.error_reply(LATE) end
 local key = KEYS[1]
 local uid = redis.pcall('HGET', key, 'u')
 if type(uid) ~= 'string' then uid = '' end
-if ARGV[5] ~= '' and redis.call('EXISTS', key) == 1 and uid ~= ARGV[5] then return {-1, uid} end
-local destroyed = redis.call('DEL', key)
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+local live = redis.pcall('HEXISTS', key, 'c') == 1
+if ARGV[5] ~= '' and live and uid ~= ARGV[5] then return {-1, uid} end
+local destroyed = live and 1 or 0
+redis.call('DEL', key)
+redis.call('HSET', key, 't', '1')
+redis.call('PEXPIRE', key, ARGV[3])
 publish(ARGV[1], 'destroyed', ARGV[2])
 return {destroyed, uid}
 `,

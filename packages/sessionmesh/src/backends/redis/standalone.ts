@@ -52,7 +52,7 @@ export class StandaloneRedisBackend implements Backend {
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
     const { prefix } = this.#layout
     const deadline = await this.#clock.convert(write.deadline)
-    const keys = [sessionKey(prefix, sid), tombstoneKey(prefix, sid), `${prefix}t:${sid}`]
+    const keys = [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
     const result = await this.#run(this.#lua.write, keys, writeArgs(prefix, sid, write, [deadline]))
     return result === 1 ? 'ok' : 'gone'
   }
@@ -132,12 +132,8 @@ export class StandaloneRedisBackend implements Backend {
 
 /** Deletes every key of `prefix` on every primary: sessions, tombstones, the index. */
 export async function clearAll(connection: Connection, prefix: string): Promise<void> {
-  const primaries = await connection.primaries()
-  // Tombstones are named `{<prefix>s:<id>}:t`, outside the prefix's pattern.
-  for (const pattern of [`${prefix}*`, `{${prefix}*`]) {
-    await scanAll(primaries, pattern, async (keys, send) => {
-      // One key per UNLINK: on a cluster, the keys of one node may still span slots.
-      await Promise.all(keys.map((key) => send(['UNLINK', key])))
-    })
-  }
+  await scanAll(await connection.primaries(), `${prefix}*`, async (keys, send) => {
+    // One key per UNLINK: on a cluster, the keys of one node may still span slots.
+    await Promise.all(keys.map((key) => send(['UNLINK', key])))
+  })
 }
