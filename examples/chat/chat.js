@@ -2,9 +2,9 @@
 // messages crossing nodes through the Redis streams adapter.
 
 import { createAdapter } from '@socket.io/redis-streams-adapter'
-import { Redis } from 'ioredis'
 import { guardPublish, shareSession, socketUser } from 'sessionmesh/socket.io'
 import { Server } from 'socket.io'
+import { ioredisFor } from './redis.js'
 
 /** Longest chat message, in characters. */
 const MAX_TEXT = 500
@@ -32,9 +32,8 @@ const MAX_TEXT = 500
  */
 export async function attachChat(options) {
   const { nodeId, logger } = options
-  const adapterClient = guardPublish(
-    new Redis(options.redisUrl, { retryStrategy: (times) => Math.min(50 * 2 ** times, 1_000) }),
-  )
+  // On a cluster, an ioredis Cluster: the streams adapter reads its stream there.
+  const adapterClient = guardPublish(ioredisFor(options.redisUrl))
   adapterClient.on('error', () => {}) // the session client already logs the outage
   const io = new Server(options.server, { adapter: createAdapter(adapterClient) })
   const binding = await shareSession(io, {

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Runs one node of the demo: `node server.js`, configured by the environment that
-// `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET;
+// `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL (redis://,
+// redis+cluster:// or redis+sentinel://, see redis.js), SESSION_SECRET;
 // optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
 // Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql or tiered,
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
@@ -13,13 +14,13 @@ import { createServer } from 'node:http'
 import { Server as NetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import pino from 'pino'
-import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
 import { openSqlBackend } from 'sessionmesh/migrate'
 import { redisBackend } from 'sessionmesh/redis'
 import { tieredBackend } from 'sessionmesh/tiered'
 import { createApp, demoUsers } from './app.js'
 import { attachChat } from './chat.js'
+import { connectSessionClient } from './redis.js'
 
 /**
  * nginx keeps idle upstream connections for 60 s (`keepalive_timeout` in the
@@ -38,7 +39,7 @@ const STORES = ['redis', 'postgres', 'mysql', 'tiered']
  * The session backend for `store`, over the node's Redis client and, for the SQL
  * stores, a pool of its own; `close()` ends that pool.
  *
- * @param {{ store: string, client: import('redis').RedisClientType, database?: object }} options
+ * @param {{ store: string, client: import('sessionmesh/redis').RedisLike, database?: object }} options
  */
 async function openBackend({ store, client, database = {} }) {
   if (store === 'redis') return { backend: redisBackend({ client }), close: async () => {} }
@@ -78,26 +79,23 @@ export async function startNode(options) {
   if (!STORES.includes(store)) {
     throw new Error(`SESSIONMESH_STORE must be one of ${STORES.join(', ')}, not ${store}`)
   }
-  const client = createClient({
-    url: options.redisUrl,
-    // Keep retrying while Redis is away; the store's own timeout turns requests
-    // meanwhile into a quick 503 instead of a hang.
-    socket: { reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 1_000) },
-    // As the cache of the tiered backend, a command queued during an outage could
-    // land after newer writes to the database: fail it at once, and the request is
-    // served by the database instead.
-    ...(store === 'tiered' ? { disableOfflineQueue: true } : {}),
-  })
   let redisDown = false
-  client.on('error', (error) => {
-    if (!redisDown) logger.warn({ err: error.message }, 'redis connection lost')
-    redisDown = true
+  // As the cache of the tiered backend, a command queued during an outage could
+  // land after newer writes to the database: fail it at once, and the request is
+  // served by the database instead.
+  const redis = await connectSessionClient(options.redisUrl, {
+    noOfflineQueue: store === 'tiered',
+    onError: (error) => {
+      if (!redisDown) logger.warn({ err: error.message }, 'redis connection lost')
+      redisDown = true
+    },
+    onReady: () => {
+      if (redisDown) logger.info('redis connection back')
+      redisDown = false
+    },
   })
-  client.on('ready', () => {
-    if (redisDown) logger.info('redis connection back')
-    redisDown = false
-  })
-  await client.connect()
+  const client = redis.client
+  logger.info({ redis: redis.kind }, 'redis connected')
 
   const sessions = await openBackend({ store, client, database: options.database })
   const sessionStore = new SessionStore({ backend: sessions.backend })
@@ -152,7 +150,7 @@ export async function startNode(options) {
       await sessionStore.close()
       await sessions.close()
       // Nothing is in flight any more; close() would wait for a Redis that may be gone.
-      client.destroy()
+      redis.close()
     })
     return closing
   }

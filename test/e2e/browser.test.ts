@@ -8,7 +8,7 @@ import {
   type Browser as Playwright,
 } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { Browser, Cluster, freePortRange } from '../support/cluster.js'
+import { Browser, Cluster, canListen, freePortRange } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 import { MYSQL_URL, uniqueName } from '../support/sql.js'
 
@@ -287,5 +287,46 @@ describe('the demo page on a store without session events (MySQL): no chat, the 
     expect(Date.now() - started).toBeLessThan(2_500)
     expect(await two.textContent('#login-notice')).toBe('Your session ended. Please sign in again.')
     expect(await one.isVisible('#dashboard')).toBe(true)
+  })
+})
+
+describe('the demo page on a Redis Cluster (sessionmesh up --redis-cluster)', () => {
+  let redisCluster: Cluster
+
+  beforeAll(async () => {
+    redisCluster = await Cluster.start(['--nodes', '3', '--redis-cluster'], await freePortRange(4))
+  })
+  afterAll(async () => {
+    await redisCluster?.stop()
+  })
+
+  it('signs in, chats across nodes, and a revocation closes the other window within a second; SIGTERM stops all six Redis nodes', async () => {
+    expect(redisCluster.stdout).toContain('sessions: redis cluster')
+    const one = await window(MAC_CHROME, redisCluster.base)
+    await signIn(one, 'bob')
+    const two = await window(LINUX_CHROME, redisCluster.base)
+    await signIn(two, 'bob')
+    await one.fill('#chat-text', 'hello across the shards')
+    await one.press('#chat-text', 'Enter')
+    await two
+      .locator('.message', { hasText: 'hello across the shards' })
+      .waitFor({ timeout: 5_000 })
+
+    const landed = two.locator('#login').waitFor({ state: 'visible', timeout: 5_000 })
+    const started = Date.now()
+    await one.click('#revoke-others')
+    await landed
+    expect(Date.now() - started).toBeLessThan(1_500)
+    expect(await one.isVisible('#dashboard')).toBe(true)
+
+    // The log names the cluster's ports; after SIGTERM none of them may listen.
+    const line = `${redisCluster.stdout}\n${redisCluster.stderr}`
+      .split('\n')
+      .find((l) => l.includes('redis cluster started'))
+    const ports: number[] = JSON.parse(line ?? '{}').nodes ?? []
+    expect(ports).toHaveLength(6)
+    for (const port of ports) expect(await canListen(port)).toBe(false)
+    await redisCluster.stop()
+    for (const port of ports) expect(await canListen(port)).toBe(true)
   })
 })

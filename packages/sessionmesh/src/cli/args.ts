@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util'
+import { parseRedisUrl, type RedisTarget } from '../backends/redis/url.js'
 import { tableParts } from '../backends/sql-common.js'
 import { UsageError } from './system.js'
 
@@ -13,7 +14,13 @@ Commands:
               --app PATH       the app module each node runs with node
                                (default: the demo, examples/chat/server.js)
               --redis URL      use this Redis (default: a private redis-server
-                               on a free port, data in a temporary directory)
+                               on a free port, data in a temporary directory):
+                               redis://H:P, redis+cluster://H1:P1,H2:P2 (a
+                               cluster, from any of its nodes), or
+                               redis+sentinel://S1:P1,S2:P2/NAME (the primary
+                               those sentinels call NAME); rediss… for TLS
+              --redis-cluster  start a private Redis Cluster instead: 3
+                               primaries and 3 replicas on free ports
               --sticky         route socket.io long-polling by session cookie
               --store KIND     where sessions live: redis (default), postgres,
                                mysql, or tiered (Redis over the database)
@@ -54,6 +61,8 @@ export interface UpArgs {
   basePort: number
   app: string | undefined
   redis: string | undefined
+  /** `--redis-cluster`: start a private 3 + 3 cluster instead of one redis-server. */
+  redisCluster: boolean
   sticky: boolean
   store: StoreKind
   /** `--database-url`; the environment is read later, see `resolveDatabase`. */
@@ -93,12 +102,16 @@ export function parseUpArgs(argv: string[]): UpArgs {
     'base-port': { type: 'string' },
     app: { type: 'string' },
     redis: { type: 'string' },
+    'redis-cluster': { type: 'boolean' },
     sticky: { type: 'boolean' },
     store: { type: 'string' },
     'database-url': { type: 'string' },
     table: { type: 'string' },
   })
   const nodes = integer('--nodes', values.nodes, 4, 1, 64)
+  if (values.redis !== undefined && values['redis-cluster']) {
+    throw new UsageError('--redis and --redis-cluster exclude each other: give one')
+  }
   const store = oneOf('--store', values.store ?? 'redis', STORES)
   if (store === 'redis' && (values['database-url'] !== undefined || values.table !== undefined)) {
     throw new UsageError(
@@ -119,6 +132,7 @@ export function parseUpArgs(argv: string[]): UpArgs {
     basePort,
     app: values.app,
     redis: values.redis,
+    redisCluster: values['redis-cluster'] ?? false,
     sticky: values.sticky ?? false,
     store,
     databaseUrl: databaseUrl(values['database-url']),
@@ -257,13 +271,21 @@ export function redactUrl(url: string): string {
 }
 
 function redisUrl(raw: string): void {
-  let url: URL | undefined
+  let target: RedisTarget
   try {
-    url = new URL(raw)
+    target = parseRedisUrl(raw)
   } catch {
-    url = undefined
+    throw new UsageError(
+      `--redis must be a redis://, redis+cluster:// or redis+sentinel:// URL (or rediss…), not ${JSON.stringify(raw)}`,
+    )
   }
-  if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:')) {
-    throw new UsageError(`--redis must be a redis:// or rediss:// URL, not ${JSON.stringify(raw)}`)
+  if (target.kind === 'standalone') {
+    let url: URL | undefined
+    try {
+      url = new URL(raw)
+    } catch {
+      url = undefined
+    }
+    if (!url?.hostname) throw new UsageError(`--redis ${JSON.stringify(raw)} names no host`)
   }
 }

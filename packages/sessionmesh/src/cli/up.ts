@@ -9,6 +9,7 @@ import { controlPath, serveControl } from './control.js'
 import { type Database, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { type RunningNginx, startNginx } from './nginx.js'
 import { type RunningRedis, startRedis } from './redis.js'
+import { type RunningRedisCluster, startRedisCluster } from './redis-cluster.js'
 import { Supervisor } from './supervisor.js'
 import { assertPortFree, freePort, requireTool, tools, UsageError } from './system.js'
 
@@ -25,6 +26,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   const say = (message: string) => logger.info(message)
   const nginxBin = requireTool(tools.nginx, say)
   const redisBin = args.redis ? undefined : requireTool(tools.redis, say)
+  const redisCliBin = args.redisCluster ? requireTool(tools.redisCli, say) : undefined
   const database: Database | undefined =
     args.store === 'redis'
       ? undefined
@@ -43,6 +45,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
 
   const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
   let redis: RunningRedis | undefined
+  let redisCluster: RunningRedisCluster | undefined
   let supervisor: Supervisor | undefined
   let nginx: RunningNginx | undefined
   let control: Server | undefined
@@ -51,7 +54,13 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   // Children run in their own process groups (see Supervisor): if this process
   // dies without its handlers, still take them down with it.
   const killAll = () => {
-    for (const pid of [...(supervisor?.pids() ?? []), nginx?.process.pid, redis?.process.pid]) {
+    const clusterPids = redisCluster?.nodes.map((node) => node.process?.pid) ?? []
+    for (const pid of [
+      ...(supervisor?.pids() ?? []),
+      nginx?.process.pid,
+      redis?.process.pid,
+      ...clusterPids,
+    ]) {
       if (pid) killQuietly(pid)
     }
   }
@@ -65,6 +74,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       await nginx?.stop()
       await supervisor?.stop()
       await redis?.stop()
+      await redisCluster?.stop()
       rmSync(dir, { recursive: true, force: true })
       process.off('exit', killAll)
       logger.info('stopped')
@@ -105,7 +115,27 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
 
   try {
     let redisUrl = args.redis
-    if (!redisUrl && redisBin) {
+    if (args.redisCluster && redisBin && redisCliBin) {
+      const clusterDir = join(dir, 'redis-cluster')
+      mkdirSync(clusterDir)
+      redisCluster = await startRedisCluster({
+        redisServer: redisBin,
+        redisCli: redisCliBin,
+        dir: clusterDir,
+        // A node of a cluster may die: its replica takes over, so say so and go on.
+        onStart: (node) =>
+          node.process?.once('exit', (code, signal) => {
+            if (!stopping)
+              logger.warn({ port: node.port, code, signal }, 'a Redis Cluster node exited')
+          }),
+      })
+      redisUrl = redisCluster.url
+      if (aborted) throw new Error('stopped before ready')
+      logger.info(
+        { url: redisUrl, nodes: redisCluster.nodes.map((node) => node.port) },
+        'redis cluster started (3 primaries, 3 replicas)',
+      )
+    } else if (!redisUrl && redisBin) {
       const redisDir = join(dir, 'redis')
       mkdirSync(redisDir)
       redis = await startRedis(redisBin, await freePort(), redisDir)
@@ -166,7 +196,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   lines.push(
     database
       ? `  sessions: ${args.store}, table ${database.table} on ${describeDatabase(database)}`
-      : '  sessions: redis',
+      : `  sessions: redis${redisCluster ? ' cluster' : ''}`,
   )
   lines.push(
     `  rolling restart: sessionmesh restart --port ${args.port} (or kill -HUP ${process.pid})`,
