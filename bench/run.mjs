@@ -12,6 +12,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createClient } from 'redis'
+import { startRedisCluster } from '../packages/sessionmesh/dist/cli/redis-cluster.js'
 import { renderChart } from './chart.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -29,6 +30,7 @@ const CONFIGS = [
   { name: 'es-sm-store', label: 'express-session + sessionmesh store (Redis)' },
   { name: 'sm', label: 'sessionmesh middleware + Redis' },
   { name: 'sm-near', label: 'sessionmesh middleware + Redis + near cache' },
+  { name: 'sm-cluster', label: 'sessionmesh middleware + Redis Cluster (3+3, ioredis)' },
   // Left out, with a line in RESULTS.md, when the database does not answer (BENCH_SQL=0 skips them).
   { name: 'sm-postgres', label: 'sessionmesh middleware + PostgreSQL', sql: 'postgres' },
   { name: 'sm-mysql', label: 'sessionmesh middleware + MariaDB/MySQL', sql: 'mysql' },
@@ -119,8 +121,35 @@ async function startRedis(dir) {
   return { child, client, url: `redis://127.0.0.1:${port}` }
 }
 
-function startServer(config, redisUrl) {
-  const [cmd, args] = pin(0, process.execPath, [join(here, 'server.mjs'), config, redisUrl])
+/** A private Redis Cluster (3 primaries, 3 replicas), its servers pinned where redis-server is. */
+async function startCluster(dir) {
+  const cluster = await startRedisCluster({
+    redisServer: 'redis-server',
+    redisCli: 'redis-cli',
+    dir: join(dir, 'cluster'),
+  })
+  if (multiCore) {
+    for (const node of cluster.nodes) {
+      execFileSync('taskset', ['-p', '-c', '1', String(node.process.pid)], { stdio: 'ignore' })
+    }
+  }
+  const clients = []
+  for (const node of cluster.nodes) {
+    const client = createClient({ url: `redis://127.0.0.1:${node.port}` })
+    client.on('error', () => {})
+    await client.connect()
+    clients.push(client)
+  }
+  return { cluster, clients }
+}
+
+function startServer(config, redisUrl, clusterUrl = '') {
+  const [cmd, args] = pin(0, process.execPath, [
+    join(here, 'server.mjs'),
+    config,
+    redisUrl,
+    clusterUrl,
+  ])
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     let out = ''
@@ -147,14 +176,24 @@ function load(args) {
   })
 }
 
-async function commandStats(client) {
-  const info = await client.info('commandstats')
-  const stats = { all: 0, top: 0 }
-  for (const match of info.matchAll(/cmdstat_([a-z|]+):calls=(\d+)/g)) {
-    const [, name, calls] = match
-    if (name === 'info') continue
-    stats.all += Number(calls)
-    if (TOP_LEVEL.has(name)) stats.top += Number(calls)
+/**
+ * Commands run, those the app sent itself, and the server CPU they cost (µs, from
+ * commandstats), summed over `clients` (every node of a cluster).
+ */
+async function commandStats(clients) {
+  const stats = { all: 0, top: 0, usec: 0 }
+  for (const client of clients) {
+    const info = await client.info('commandstats')
+    for (const match of info.matchAll(/cmdstat_([a-z|]+):calls=(\d+),usec=(\d+)/g)) {
+      const [, name, calls, usec] = match
+      if (name === 'info' || name === 'cluster|info' || name === 'cluster|slots') continue
+      stats.all += Number(calls)
+      // A script's commands are counted again inside it: its own usec covers them.
+      if (TOP_LEVEL.has(name)) {
+        stats.top += Number(calls)
+        stats.usec += Number(usec)
+      }
+    }
   }
   return stats
 }
@@ -236,6 +275,11 @@ async function main() {
   const skipped = await dropUnreachableSql()
   const dir = mkdtempSync(join(tmpdir(), 'sm-bench-'))
   const redis = await startRedis(dir)
+  const redisCluster = CONFIGS.some((c) => c.name === 'sm-cluster')
+    ? await startCluster(dir)
+    : undefined
+  const statsClients = (config) =>
+    config.name === 'sm-cluster' ? (redisCluster?.clients ?? []) : [redis.client]
   const results = {}
   const servers = new Map()
   let near
@@ -244,7 +288,7 @@ async function main() {
     // another is measured), so that each round measures them back to back and
     // a ratio compares runs minutes apart at most: the machine may be shared.
     for (const config of CONFIGS) {
-      const server = await startServer(config.name, redis.url)
+      const server = await startServer(config.name, redis.url, redisCluster?.cluster.url)
       const cookies = join(dir, `${config.name}.json`)
       if (config.name !== 'none')
         await load(['setup', String(server.port), String(SESSIONS), cookies])
@@ -264,13 +308,14 @@ async function main() {
           // (longer than the near cache's maxAge and the store's touchAfter).
           const warmup = scenario.hot ? WARMUP : WARMUP_MANY
           await load([...base, String(warmup), String(CONNECTIONS), cookies, hot])
-          const before = await commandStats(redis.client)
+          const before = await commandStats(statsClients(config))
           const sqlBefore = await sqlStatements(config, port)
           const result = await load([...base, String(SECONDS), String(CONNECTIONS), cookies, hot])
-          const after = await commandStats(redis.client)
+          const after = await commandStats(statsClients(config))
           const sql = ((await sqlStatements(config, port)) - sqlBefore) / result.requests
           result.all = (after.all - before.all) / result.requests + sql
           result.top = (after.top - before.top) / result.requests + sql
+          result.usec = (after.usec - before.usec) / result.requests
           round[config.name] = result
           process.stderr.write(
             `rep ${rep + 1}/${REPEAT} ${`${config.name}/${scenario.name}`.padEnd(26)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  round trips/req ${result.top.toFixed(2)}${result.errors ? `  errors ${result.errors}` : ''}\n`,
@@ -297,8 +342,22 @@ async function main() {
     for (const { child } of servers.values()) child.kill('SIGKILL')
     await redis.client.close().catch(() => {})
     redis.child.kill('SIGKILL')
+    for (const client of redisCluster?.clients ?? []) client.destroy()
+    await redisCluster?.cluster.stop()
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** One shard's capacity in read-only session requests per second, at the measured Redis cost. */
+function capacity(rows) {
+  const lines = rows
+    .filter((r) => r.scenario.startsWith('read-only') && r.usec > 0 && r.top > 0)
+    .map(
+      (r) =>
+        `| ${r.scenario} | ${r.config} | ${r.usec.toFixed(2)} | ${Math.round(1e6 / r.usec).toLocaleString('en-US')} |`,
+    )
+  if (lines.length === 0) return ''
+  return `\n### One shard's capacity, read-only\n\n| scenario | configuration | Redis µs/req | requests/s per Redis core |\n| --- | --- | ---: | ---: |\n${lines.join('\n')}\n`
 }
 
 function summarize(results, memory, near, elapsed, skipped) {
@@ -317,6 +376,7 @@ function summarize(results, memory, near, elapsed, skipped) {
         p99: median(runs.map((r) => r.p99)),
         top: median(runs.map((r) => r.top)),
         all: median(runs.map((r) => r.all)),
+        usec: median(runs.map((r) => r.usec)),
         // The median of each round's ratio to the no-session run measured just before or after it.
         ratio: median(runs.map((r) => r.ratio)),
       }
@@ -331,12 +391,15 @@ function summarize(results, memory, near, elapsed, skipped) {
   md += `Every configuration uses \`resave: false, saveUninitialized: false, cookie.maxAge\` of a day; the session holds a passport user. `
   md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) plus SQL statements, per request; commands: every command Redis ran, including those inside scripts, plus SQL statements. The SQL configurations use the machine's PostgreSQL and MariaDB (not pinned). Total time ${(elapsed / 1000).toFixed(0)}s.\n\n`
   for (const line of skipped) md += `Not measured: ${line}.\n\n`
+  md += `Redis µs/req: the server CPU the request's commands cost, from \`INFO commandstats\` (usec of the commands the app sent; a script's usec includes what it ran), summed over every node for the cluster. One Redis core (one shard) serves about 1,000,000 / µs/req such requests per second.\n\n`
   md +=
-    '| scenario | configuration | req/s | vs no session | p50 ms | p99 ms | round trips/req | commands/req |\n'
-  md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+    '| scenario | configuration | req/s | vs no session | p50 ms | p99 ms | round trips/req | commands/req | Redis µs/req |\n'
+  md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
   for (const r of rows) {
-    md += `| ${r.scenario} | ${r.config} | ${r.rps.toFixed(0)} | ${(r.ratio * 100).toFixed(0)}% | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.top.toFixed(2)} | ${r.all.toFixed(2)} |\n`
+    const usec = r.top > 0 && Number.isFinite(r.usec) ? r.usec.toFixed(2) : '–'
+    md += `| ${r.scenario} | ${r.config} | ${r.rps.toFixed(0)} | ${(r.ratio * 100).toFixed(0)}% | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.top.toFixed(2)} | ${r.all.toFixed(2)} | ${usec} |\n`
   }
+  md += capacity(rows)
   md += '\n## Memory\n\n'
   md += `Redis \`used_memory\` growth per session after ${SESSIONS} logins (each session holds a passport user; sessionmesh's figure includes its user index):\n\n`
   md += '| store | bytes per session | keys |\n| --- | ---: | ---: |\n'

@@ -1,4 +1,6 @@
-// One benchmark configuration in its own process: `node bench/server.mjs <config> <redisUrl>`.
+// One benchmark configuration in its own process:
+// `node bench/server.mjs <config> <redisUrl> [<clusterUrl>]` (sm-cluster uses the
+// cluster, as redis+cluster://host:port,…).
 // Prints `listening <port>` when ready. Routes:
 //   POST /login?user=…   creates a session with a passport user (so the user index is used)
 //   GET  /ro             reads the session
@@ -6,13 +8,14 @@
 //   GET  /__stats        near cache counters, heap, SQL statements sent
 import express from 'express'
 import expressSession from 'express-session'
+import { Cluster } from 'ioredis'
 import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
 import { session } from 'sessionmesh/express'
-import { redisBackend } from 'sessionmesh/redis'
+import { parseRedisUrl, redisBackend } from 'sessionmesh/redis'
 import { tieredBackend } from 'sessionmesh/tiered'
 
-const [config, redisUrl] = process.argv.slice(2)
+const [config, redisUrl, clusterUrl] = process.argv.slice(2)
 const PG_URL = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const MYSQL_URL = process.env.BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test'
 // The bench machine may be shared: a CPU stall must not be measured as an outage,
@@ -65,6 +68,13 @@ const client =
   config === 'none' || config === 'es-memory' ? undefined : createClient({ url: redisUrl })
 client?.on('error', () => {})
 await client?.connect()
+// The cluster configuration: ioredis, as docs/redis-cluster.md recommends.
+let cluster
+if (config === 'sm-cluster') {
+  const target = parseRedisUrl(clusterUrl)
+  cluster = new Cluster(target.nodes, { retryDelayOnFailover: 200 })
+  await new Promise((resolve) => cluster.once('ready', resolve))
+}
 
 switch (config) {
   case 'none':
@@ -101,6 +111,13 @@ switch (config) {
       nearCache: true,
     })
     await middleware.ready
+    break
+  case 'sm-cluster':
+    middleware = session({
+      ...common,
+      ...guard,
+      backend: redisBackend({ client: cluster, prefix: `${config}:` }),
+    })
     break
   case 'sm-postgres':
   case 'sm-mysql':
