@@ -1,17 +1,12 @@
 import type { ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { encodeSession } from '../core/codec.js'
-import type { Loaded, Snapshot } from '../core/engine.js'
-import { debug } from '../core/telemetry.js'
-import { deviceOf } from '../store.js'
-import type { Config, SessionRequest } from './express.js'
-import { serializeCookie } from './express-cookie.js'
-import {
-  Session,
-  SessionCookie,
-  type SessionCookieOptions,
-  type SessionHost,
-} from './express-objects.js'
+import { encodeSession } from '../../core/codec.js'
+import type { Loaded, Snapshot } from '../../core/engine.js'
+import { debug } from '../../core/telemetry.js'
+import { deviceOf } from '../../store.js'
+import { serializeCookie } from './cookie.js'
+import { Session, SessionCookie, type SessionCookieOptions, type SessionHost } from './objects.js'
+import type { Config, SessionRequest } from './options.js'
 
 type Fields = Record<string, string>
 type End = ServerResponse['end']

@@ -1,4 +1,4 @@
-import { type CookieAttributes, serializeCookie } from './express-cookie.js'
+import { type CookieAttributes, serializeCookie } from './cookie.js'
 
 /** Options of the session cookie, as express-session takes them. */
 export interface SessionCookieOptions {

@@ -1,5 +1,5 @@
-import { encodeSession, type SessionData } from '../core/codec.js'
-import type { Device, Loaded, Snapshot } from '../core/engine.js'
+import { encodeSession, type SessionData } from '../../core/codec.js'
+import type { Device, Loaded, Snapshot } from '../../core/engine.js'
 
 /** What the middleware needs from where sessions live: a sessionmesh engine, or an adapted express-session store. */
 export interface Source {

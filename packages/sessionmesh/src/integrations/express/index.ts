@@ -1,117 +1,18 @@
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { memoryBackend } from '../backends/memory.js'
-import type { Backend } from '../core/backend.js'
-import { type Loaded, SessionEngine } from '../core/engine.js'
-import { InvalidOptionError } from '../core/errors.js'
-import {
-  NearCache,
-  type NearCacheOptions,
-  type NearCacheStats,
-  startNearCache,
-} from '../core/near-cache.js'
-import { engineOf, type SessionStore, type SessionStoreOptions, storeOver } from '../store.js'
-import { readCookie, VerifiedCookies } from './express-cookie.js'
-import { Session, SessionCookie, type SessionCookieOptions } from './express-objects.js'
-import { type ForeignStore, foreignSource, type Source } from './express-source.js'
-import { RequestState } from './express-state.js'
+import { memoryBackend } from '../../backends/memory.js'
+import { type Loaded, SessionEngine } from '../../core/engine.js'
+import { InvalidOptionError } from '../../core/errors.js'
+import { NearCache, startNearCache } from '../../core/near-cache.js'
+import { engineOf, type SessionStore, storeOver } from '../../store.js'
+import { readCookie, VerifiedCookies } from './cookie.js'
+import { Session, SessionCookie, type SessionCookieOptions } from './objects.js'
+import type { Config, SessionMiddleware, SessionOptions, SessionRequest } from './options.js'
+import { type ForeignStore, foreignSource, type Source } from './source.js'
+import { RequestState } from './state.js'
 
-export type { ForeignStore }
+export type { ForeignStore, SessionMiddleware, SessionOptions, SessionRequest }
 export { Session, SessionCookie, type SessionCookieOptions }
-
-/** Options of {@link session}: express-session's, plus the store's when given a `backend`. */
-export interface SessionOptions extends Omit<SessionStoreOptions, 'backend'> {
-  /** Signs the cookie; with an array, the first signs and every one verifies (rotation). */
-  secret: string | readonly string[]
-  /**
-   * Name of the session cookie.
-   * @default 'connect.sid'
-   */
-  name?: string
-  /** @default { path: '/', httpOnly: true, secure: false, maxAge: null } */
-  cookie?: SessionCookieOptions
-  /**
-   * Makes a new session id.
-   * @default 24 random bytes in base64url (32 characters)
-   */
-  genid?: (req: IncomingMessage) => string
-  /**
-   * Send the cookie on every response, moving its expiry.
-   * @default false
-   */
-  rolling?: boolean
-  /**
-   * Save a session at the end of a request even when it did not change. With a
-   * sessionmesh backend an unchanged save is only a lazy touch.
-   * @default true (as in express-session; `false` is recommended)
-   */
-  resave?: boolean
-  /**
-   * Store new sessions that the request did not change.
-   * @default true (as in express-session; `false` is recommended)
-   */
-  saveUninitialized?: boolean
-  /**
-   * Trust `X-Forwarded-Proto` for `cookie.secure`: `true` trusts it, `false`
-   * ignores it, unset follows Express's `trust proxy` setting (`req.secure`).
-   */
-  proxy?: boolean
-  /**
-   * What deleting `req.session` means: `keep` the stored session, or `destroy` it.
-   * @default 'keep'
-   */
-  unset?: 'keep' | 'destroy'
-  /** A sessionmesh backend to keep sessions in (deltas, lazy touch, user index…). */
-  backend?: Backend
-  /** Any express-session store instead of a backend; a `SessionStore` keeps all its guarantees. */
-  store?: ForeignStore | SessionStore
-  /**
-   * Keep recently used sessions in this process (needs a `backend` with an event
-   * bus, such as Redis). Adds a small version cookie (`<name>.v`) so that a client
-   * reading on another node right after a write never gets the old copy.
-   * @default false
-   */
-  nearCache?: boolean | NearCacheOptions
-}
-
-/** The request as the middleware sees it. */
-export interface SessionRequest extends IncomingMessage {
-  session?: Session | undefined
-  sessionID?: string
-  sessionStore?: unknown
-  originalUrl?: string
-  secure?: boolean
-}
-
-/** The middleware, with the store it uses for revocation and listing. */
-export interface SessionMiddleware {
-  (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void
-  /** The store over the same backend: `listUserSessions`, `revokeSession`, `revokeUserSessions`. */
-  readonly store: SessionStore | ForeignStore
-  /** Settles when the near cache is subscribed (at once without one). */
-  readonly ready: Promise<void>
-  /** The near cache's counters, if there is one. */
-  nearCacheStats(): NearCacheStats | undefined
-  /** Unsubscribes the near cache. The backend and its client stay open. */
-  close(): Promise<void>
-}
-
-/** Everything a request needs from the middleware's configuration. */
-export interface Config {
-  source: Source
-  name: string
-  versionName: string
-  cookie: SessionCookieOptions
-  cookies: VerifiedCookies
-  genid: (req: IncomingMessage) => string
-  rolling: boolean
-  resave: boolean
-  saveUninitialized: boolean
-  proxy: boolean | undefined
-  unsetDestroy: boolean
-  near: boolean
-  store: unknown
-}
 
 /**
  * A drop-in for express-session: the same options, the same `req.session` and the
