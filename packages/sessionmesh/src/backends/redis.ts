@@ -366,6 +366,15 @@ class RedisBackend implements Backend {
     return count
   }
 
+  async ids(): Promise<string[]> {
+    const ids = new Set<string>()
+    const start = this.#prefix.length + 2
+    await this.#scan(`${this.#prefix}s:*`, async (keys) => {
+      for (const key of keys) ids.add(key.slice(start))
+    })
+    return [...ids]
+  }
+
   async clear(): Promise<void> {
     await this.#scan(`${this.#prefix}*`, async (keys) => {
       await this.#command('UNLINK', ...keys)

@@ -1,3 +1,4 @@
+import type { CipherKey } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Backend } from '../../core/backend.js'
 import type { NearCacheOptions, NearCacheStats } from '../../core/near-cache.js'
@@ -8,15 +9,30 @@ import type { ForeignStore, Source } from './source.js'
 
 /** Options of {@link session}: express-session's, plus the store's when given a `backend`. */
 export interface SessionOptions extends Omit<SessionStoreOptions, 'backend'> {
-  /** Signs the cookie; with an array, the first signs and every one verifies (rotation). */
-  secret: string | readonly string[]
+  /**
+   * Signs the cookie: a string or any HMAC key (a Buffer, a KeyObject). With an
+   * array, the first signs and every one verifies (rotation); every entry must be
+   * set, and an unset one (an environment variable that is not defined) is an
+   * error naming it. Without a secret, `req.secret` (set by cookie-parser) is used,
+   * and a request without either fails with "secret option required for sessions".
+   */
+  secret?: CipherKey | readonly (CipherKey | undefined)[] | undefined
   /**
    * Name of the session cookie.
    * @default 'connect.sid'
    */
   name?: string
-  /** @default { path: '/', httpOnly: true, secure: false, maxAge: null } */
-  cookie?: SessionCookieOptions
+  /**
+   * express-session's old name for `name`, used when `name` is not given.
+   * @deprecated use `name`
+   */
+  key?: string
+  /**
+   * The cookie's options, or a function that returns them for each new session
+   * (and for the path check of every request).
+   * @default { path: '/', httpOnly: true, secure: false, maxAge: null }
+   */
+  cookie?: SessionCookieOptions | ((req: IncomingMessage) => SessionCookieOptions)
   /**
    * Makes a new session id.
    * @default 24 random bytes in base64url (32 characters)
@@ -70,11 +86,14 @@ export interface SessionRequest extends IncomingMessage {
   secure?: boolean
 }
 
-/** The middleware, with the store it uses for revocation and listing. */
-export interface SessionMiddleware {
+/**
+ * The middleware, with the store it uses for revocation and listing: a
+ * `SessionStore` unless it was given a foreign `store`.
+ */
+export interface SessionMiddleware<S extends SessionStore | ForeignStore = SessionStore> {
   (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void
   /** The store over the same backend: `listUserSessions`, `revokeSession`, `revokeUserSessions`. */
-  readonly store: SessionStore | ForeignStore
+  readonly store: S
   /** Settles when the near cache is subscribed (at once without one). */
   readonly ready: Promise<void>
   /** The near cache's counters, if there is one. */
@@ -86,10 +105,11 @@ export interface SessionMiddleware {
 /** Everything a request needs from the middleware's configuration. */
 export interface Config {
   source: Source
+  /** An express-session store: its touch and destroy errors go to `next()` after the response. */
+  foreign: boolean
   name: string
   versionName: string
-  cookie: SessionCookieOptions
-  cookies: VerifiedCookies
+  cookieOf: (req: IncomingMessage) => SessionCookieOptions
   genid: (req: IncomingMessage) => string
   rolling: boolean
   resave: boolean
@@ -98,4 +118,10 @@ export interface Config {
   unsetDestroy: boolean
   near: boolean
   store: unknown
+}
+
+/** What one request signs and verifies its cookie with, and the options its cookie gets. */
+export interface RequestCookies {
+  options: SessionCookieOptions
+  signer: VerifiedCookies
 }

@@ -47,9 +47,7 @@ export function foreignSource(store: ForeignStore): Source {
         store.get(sid, (error, data) => {
           if (error) return reject(error)
           const session = data as SessionData | null | undefined
-          if (!session || typeof session.cookie !== 'object' || session.cookie === null) {
-            return resolve(null)
-          }
+          if (!session || typeof session !== 'object') return resolve(null)
           resolve({ data: session, snapshot: snapshotOf(encodeSession(session)) })
         })
       }),
