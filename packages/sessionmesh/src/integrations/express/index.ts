@@ -123,7 +123,8 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     if (request.session) return next()
     if (!connected) return next()
     const cookieOptions = cookieOf(req)
-    if (!pathOf(request).startsWith(cookieOptions.path || '/')) return next()
+    const path = cookieOptions.path || '/'
+    if (path !== '/' && !pathOf(request).startsWith(path)) return next()
     const signer = signerOf(request)
     if (!signer) return next(new Error('secret option required for sessions'))
     request.sessionStore = store
