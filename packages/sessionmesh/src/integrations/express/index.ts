@@ -207,7 +207,8 @@ function isKey(value: unknown): value is CipherKey {
 function describe(value: unknown): string {
   if (value === '') return 'an empty string'
   if (value === undefined || value === null) return String(value)
-  return `a ${typeof value}`
+  const type = typeof value
+  return `${type === 'object' ? 'an' : 'a'} ${type}`
 }
 
 /**

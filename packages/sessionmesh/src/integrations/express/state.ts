@@ -230,7 +230,12 @@ export class RequestState implements SessionHost {
         this.#destroyedId = sid
         const destroyed = this.#c.source.destroy(sid)
         // A foreign store's failure goes to next() after the response, as under express-session.
-        return this.#c.foreign ? destroyed.catch((e: unknown) => this.#passOn(e)) : destroyed
+        if (!this.#c.foreign) return destroyed
+        return destroyed.catch((error: unknown) => {
+          // The session is still stored: the browser keeps its cookie.
+          this.#destroyedId = undefined
+          this.#passOn(error)
+        })
       }
       return undefined
     }
