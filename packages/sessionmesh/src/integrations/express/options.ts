@@ -15,6 +15,7 @@ export interface SessionOptions extends Omit<SessionStoreOptions, 'backend'> {
    * set, and an unset one (an environment variable that is not defined) is an
    * error naming it. Without a secret, `req.secret` (set by cookie-parser) is used,
    * and a request without either fails with "secret option required for sessions".
+   * @default req.secret, per request
    */
   secret?: CipherKey | readonly (CipherKey | undefined)[] | undefined
   /**
