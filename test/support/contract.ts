@@ -253,6 +253,27 @@ export function backendContract(name: string, make: () => Promise<ContractSubjec
       }
     })
 
+    it('lists the ids of live sessions only: not destroyed, not expired ones', async (context) => {
+      if (!backend.ids) return context.skip()
+      const [live, destroyed, expiring] = [sid(), sid(), sid()]
+      await backend.write(live, createWrite())
+      await backend.write(destroyed, createWrite())
+      await backend.write(expiring, createWrite({ expiresAt: Date.now() + 300 }))
+      await backend.destroy(destroyed)
+      const ids = await backend.ids()
+      expect(ids).toContain(live)
+      expect(ids).toContain(expiring)
+      expect(ids).not.toContain(destroyed)
+      expect(new Set(ids).size).toBe(ids.length)
+      await expect
+        .poll(async () => (await backend.ids?.())?.includes(expiring), {
+          timeout: 3000,
+          interval: 50,
+        })
+        .toBe(false)
+      expect(await backend.ids()).toContain(live)
+    })
+
     it('counts live sessions and clears them all', async () => {
       await backend.write(sid(), createWrite())
       expect(await backend.count()).toBeGreaterThan(0)

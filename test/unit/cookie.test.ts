@@ -6,7 +6,7 @@ import {
   sign,
   unsign,
   VerifiedCookies,
-} from '../../packages/sessionmesh/src/integrations/express-cookie.js'
+} from '../../packages/sessionmesh/src/integrations/express/cookie.js'
 
 // express-session's own helpers, to check that both write and read the same bytes.
 const require = createRequire(

@@ -17,6 +17,7 @@ export { decodeSession, encodedSize, encodeSession, type SessionData } from './c
 export {
   ErrorCode,
   InvalidOptionError,
+  NotSupportedError,
   SessionMeshError,
   SessionTooLargeError,
   StoreUnavailableError,

@@ -4,6 +4,7 @@ import { memoryBackend } from './backends/memory.js'
 import type { Backend } from './core/backend.js'
 import type { SessionData } from './core/codec.js'
 import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
+import { NotSupportedError } from './core/errors.js'
 
 export { passportUser }
 /** Options of {@link SessionStore}. Times are in milliseconds. */
@@ -138,6 +139,24 @@ export class SessionStore extends EventEmitter {
     )
   }
 
+  /**
+   * The ids of the live sessions (scans the backend: for tools, not for requests).
+   * Fails with `SESSIONMESH_NOT_SUPPORTED` on a backend that cannot list them.
+   */
+  ids(callback?: Callback<string[]>): Promise<string[]> {
+    return settle(this.#ids(), callback)
+  }
+
+  /**
+   * Every live session, each with its `id` (as connect-redis returns them). Loads
+   * them one by one: for tools and small stores, not for requests.
+   */
+  all<S = SessionData>(
+    callback?: Callback<Array<S & { id: string }>>,
+  ): Promise<Array<S & { id: string }>> {
+    return settle(this.#all() as Promise<Array<S & { id: string }>>, callback)
+  }
+
   /** Removes every session of this store's backend. */
   clear(callback?: Callback): Promise<void> {
     const cleared = this.#engine.call('clear', () => this.backend.clear())
@@ -188,11 +207,17 @@ export class SessionStore extends EventEmitter {
   // express-session a hard dependency.
 
   /** express-session: turns loaded data into `req.session`, remembering what was loaded. */
-  createSession<R extends { session?: unknown }>(req: R, data: object): NonNullable<R['session']> {
-    const session = expressSession().Store.prototype.createSession.call(this, req, data)
+  createSession<S extends object = SessionData>(req: object, data: object): S {
     const snapshot = this.#snapshots.get(data)
+    // A record stored without a cookie (by another store, or a fixture) gets a
+    // browser-session one; express-session's own would fail to read it.
+    const record = data as { cookie?: unknown }
+    if (typeof record.cookie !== 'object' || record.cookie === null) {
+      record.cookie = { originalMaxAge: null, expires: null }
+    }
+    const session = expressSession().Store.prototype.createSession.call(this, req, data)
     if (snapshot) this.#snapshots.set(session, snapshot)
-    return session as NonNullable<R['session']>
+    return session as S
   }
 
   /** express-session: destroys the request's session and gives it a new one. */
@@ -204,16 +229,39 @@ export class SessionStore extends EventEmitter {
   }
 
   /** express-session: loads a session by id outside of a request. */
-  load<S = SessionData>(sid: string, callback: (error: unknown, session?: S) => void): void {
-    this.get(sid, (error, data) => {
+  load<S extends object = SessionData>(
+    sid: string,
+    callback: (error: unknown, session?: S) => void,
+  ): void {
+    this.get<object>(sid, (error, data) => {
       if (error) return callback(error)
       if (!data) return callback(undefined)
-      const req: { sessionID: string; sessionStore: SessionStore; session?: S } = {
-        sessionID: sid,
-        sessionStore: this,
-      }
-      callback(undefined, this.createSession(req, data))
+      const req = { sessionID: sid, sessionStore: this }
+      callback(undefined, this.createSession<S>(req, data))
     })
+  }
+
+  #ids(): Promise<string[]> {
+    const backend = this.backend
+    if (!backend.ids) {
+      return Promise.reject(
+        new NotSupportedError(`the ${backend.kind} backend cannot list session ids`),
+      )
+    }
+    return this.#engine.call('ids', () => (backend.ids as () => Promise<string[]>).call(backend))
+  }
+
+  async #all(): Promise<Array<SessionData & { id: string }>> {
+    const ids = await this.#ids()
+    const sessions: Array<SessionData & { id: string }> = []
+    // A few loads in flight at a time: bounded, and not one round trip after another.
+    for (let i = 0; i < ids.length; i += 16) {
+      const loaded = await Promise.all(ids.slice(i, i + 16).map((sid) => this.#engine.load(sid)))
+      loaded.forEach((session, k) => {
+        if (session) sessions.push({ id: ids[i + k] as string, ...session.data })
+      })
+    }
+    return sessions
   }
 
   async #get(sid: string): Promise<SessionData | null> {

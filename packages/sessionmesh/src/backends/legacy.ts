@@ -100,6 +100,8 @@ export function legacyBackend(options: LegacyBackendOptions): Backend {
     clear: () => backend.clear(),
     close: () => backend.close(),
   }
+  // Sessions still only in the legacy store are not listed: they appear once imported.
+  if (backend.ids) wrapped.ids = backend.ids.bind(backend)
   if (backend.subscribe) wrapped.subscribe = backend.subscribe.bind(backend)
   if (backend.isOutage) wrapped.isOutage = backend.isOutage.bind(backend)
   return wrapped

@@ -127,6 +127,11 @@ class MemoryBackend implements Backend {
     return this.#sessions.size
   }
 
+  async ids(): Promise<string[]> {
+    this.#sweep(Date.now())
+    return [...this.#sessions.keys()]
+  }
+
   async clear(): Promise<void> {
     this.#sessions.clear()
     this.#users.clear()

@@ -297,6 +297,13 @@ class MysqlBackend implements SqlBackend {
     return Number((rows as Array<{ n: unknown }>)[0]?.n ?? 0)
   }
 
+  async ids(): Promise<string[]> {
+    const [rows] = await this.#pool.query(
+      `SELECT id FROM ${this.#t} WHERE fields IS NOT NULL AND expires_at > ${int(Date.now())}`,
+    )
+    return (rows as Array<{ id: unknown }>).map((row) => String(row.id))
+  }
+
   async clear(): Promise<void> {
     await this.#pool.query(`DELETE FROM ${this.#t}`)
   }

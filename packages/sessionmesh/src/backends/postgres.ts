@@ -224,6 +224,11 @@ class PostgresBackend implements SqlBackend {
     return Number(rows[0]?.n ?? 0)
   }
 
+  async ids(): Promise<string[]> {
+    const { rows } = await this.#pool.query(this.#sql.ids, [Date.now()])
+    return rows.map((row) => String(row.id))
+  }
+
   async clear(): Promise<void> {
     await this.#pool.query(this.#sql.clear)
   }
@@ -419,6 +424,7 @@ function statements(t: string, notify: boolean) {
         : ''
     } FROM d`,
     count: `SELECT count(*) AS n FROM ${t} WHERE fields IS NOT NULL AND expires_at > $1::bigint`,
+    ids: `SELECT id FROM ${t} WHERE fields IS NOT NULL AND expires_at > $1::bigint`,
     clear: `DELETE FROM ${t}`,
     // SKIP LOCKED: a row a request is writing right now is left for the next sweep
     // rather than waited on; the outer condition re-checks it under the lock.

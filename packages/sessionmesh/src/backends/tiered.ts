@@ -10,7 +10,7 @@ import {
   type StoredSession,
   type WriteResult,
 } from '../core/backend.js'
-import { InvalidOptionError, redactSid } from '../core/errors.js'
+import { InvalidOptionError, NotSupportedError, redactSid } from '../core/errors.js'
 
 const debug = debuglog('sessionmesh:tiered')
 
@@ -184,6 +184,13 @@ class Tiered implements TieredBackend {
 
   count(): Promise<number> {
     return this.#durable.count()
+  }
+
+  async ids(): Promise<string[]> {
+    // The durable tier holds every session; the cache may have dropped some.
+    if (!this.#durable.ids)
+      throw new NotSupportedError(`${this.#durable.kind} cannot list session ids`)
+    return this.#durable.ids()
   }
 
   async clear(): Promise<void> {

@@ -114,6 +114,8 @@ export interface Backend {
   destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]>
   /** Number of live sessions. May scan: meant for tools, not for requests. */
   count(): Promise<number>
+  /** The ids of the live sessions, in no particular order. May scan: meant for tools, not for requests. */
+  ids?(): Promise<string[]>
   /** Removes every session this backend holds (its prefix or table only). */
   clear(): Promise<void>
   /**

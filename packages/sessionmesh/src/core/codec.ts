@@ -1,8 +1,19 @@
 import { MalformedRecordError, type StoredSession } from './backend.js'
 import { ErrorCode, SessionMeshError } from './errors.js'
 
-/** A session as the frameworks hand it over: an object whose top-level keys are the unit of change. */
-export type SessionData = Record<string, unknown>
+/**
+ * A session as the frameworks hand it over: an object whose top-level keys are
+ * the unit of change. Declare your keys on it, as with express-session's
+ * `SessionData`, to type `userId` and the socket.io helpers:
+ *
+ * @example
+ * declare module 'sessionmesh' {
+ *   interface SessionData { account?: { id: string } }
+ * }
+ */
+export interface SessionData {
+  [key: string]: unknown
+}
 
 /**
  * Encodes each top-level key of a session on its own, so that a save can compare

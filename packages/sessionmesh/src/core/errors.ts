@@ -13,6 +13,8 @@ export const ErrorCode = {
   SESSION_NOT_SERIALIZABLE: 'SESSIONMESH_SESSION_NOT_SERIALIZABLE',
   /** The options given to a constructor or factory are wrong. */
   INVALID_OPTION: 'SESSIONMESH_INVALID_OPTION',
+  /** The backend does not offer what was asked (e.g. `ids()` on a backend that cannot list). */
+  NOT_SUPPORTED: 'SESSIONMESH_NOT_SUPPORTED',
 } as const
 
 /** One of the values of {@link ErrorCode}. */
@@ -68,6 +70,14 @@ export class InvalidOptionError extends SessionMeshError {
   constructor(message: string) {
     super(ErrorCode.INVALID_OPTION, message, 500)
     this.name = 'InvalidOptionError'
+  }
+}
+
+/** The backend cannot do what was asked, such as list its session ids. */
+export class NotSupportedError extends SessionMeshError {
+  constructor(message: string) {
+    super(ErrorCode.NOT_SUPPORTED, message, 501)
+    this.name = 'NotSupportedError'
   }
 }
 

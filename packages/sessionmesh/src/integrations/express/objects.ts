@@ -1,4 +1,4 @@
-import { type CookieAttributes, serializeCookie } from './express-cookie.js'
+import { type CookieAttributes, serializeCookie } from './cookie.js'
 
 /** Options of the session cookie, as express-session takes them. */
 export interface SessionCookieOptions {
@@ -20,7 +20,11 @@ export interface SessionCookieOptions {
    * @default false
    */
   secure?: boolean | 'auto'
-  sameSite?: boolean | 'lax' | 'strict' | 'none'
+  /**
+   * Read in any case. `'auto'`: `none` when the request is secure, else `lax`
+   * (for a cookie that must also work cross-site over HTTPS).
+   */
+  sameSite?: boolean | 'lax' | 'strict' | 'none' | 'auto'
   partitioned?: boolean
   priority?: 'low' | 'medium' | 'high'
 }
@@ -60,7 +64,8 @@ export class SessionCookie {
     if (o.httpOnly !== undefined) this.httpOnly = o.httpOnly
     this.secure = o.secure
     this.domain = o.domain
-    this.sameSite = o.sameSite
+    // 'auto' depends on the request: the middleware resolves it.
+    this.sameSite = o.sameSite === 'auto' ? undefined : o.sameSite
     this.partitioned = o.partitioned
     this.priority = o.priority
     if (o.expires !== undefined) this.expires = o.expires

@@ -1,17 +1,12 @@
 import type { ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
-import { encodeSession } from '../core/codec.js'
-import type { Loaded, Snapshot } from '../core/engine.js'
-import { debug } from '../core/telemetry.js'
-import { deviceOf } from '../store.js'
-import type { Config, SessionRequest } from './express.js'
-import { serializeCookie } from './express-cookie.js'
-import {
-  Session,
-  SessionCookie,
-  type SessionCookieOptions,
-  type SessionHost,
-} from './express-objects.js'
+import { encodeSession } from '../../core/codec.js'
+import type { Loaded, Snapshot } from '../../core/engine.js'
+import { debug } from '../../core/telemetry.js'
+import { deviceOf } from '../../store.js'
+import { serializeCookie } from './cookie.js'
+import { Session, SessionCookie, type SessionCookieOptions, type SessionHost } from './objects.js'
+import type { Config, RequestCookies, SessionRequest } from './options.js'
 
 type Fields = Record<string, string>
 type End = ServerResponse['end']
@@ -24,6 +19,7 @@ type End = ServerResponse['end']
 export class RequestState implements SessionHost {
   readonly cookieId: string | undefined
   readonly #c: Config
+  readonly #cookies: RequestCookies
   readonly #req: SessionRequest
   readonly #res: ServerResponse
   readonly #next: (error?: unknown) => void
@@ -42,6 +38,8 @@ export class RequestState implements SessionHost {
   #endFields: Fields | undefined
   #touched = false
   #ending = false
+  /** The save failed and the error handler answers: its end() is the response's. */
+  #answering = false
   #headersDone = false
   /** A save failed or was refused: send no session cookie. */
   #failed = false
@@ -54,12 +52,14 @@ export class RequestState implements SessionHost {
 
   constructor(
     config: Config,
+    cookies: RequestCookies,
     req: SessionRequest,
     res: ServerResponse,
     next: (error?: unknown) => void,
     cookieId: string | undefined,
   ) {
     this.#c = config
+    this.#cookies = cookies
     this.#req = req
     this.#res = res
     this.#next = next
@@ -81,8 +81,7 @@ export class RequestState implements SessionHost {
     const req = this.#req
     const id = this.#c.genid(req)
     req.sessionID = id
-    const cookie = new SessionCookie(this.#c.cookie)
-    if (this.#c.cookie.secure === 'auto') cookie.secure = this.#isSecure()
+    const cookie = this.#newCookie()
     const session = new Session(this, req, id, cookie)
     req.session = session
     this.#savedFields = undefined
@@ -90,6 +89,17 @@ export class RequestState implements SessionHost {
       this.#originalId = id
       this.#baseFields = encodeSession(session)
     }
+  }
+
+  #newCookie(): SessionCookie {
+    const options = this.#cookies.options
+    const cookie = new SessionCookie(options)
+    if (options.secure === 'auto' || options.sameSite === 'auto') {
+      const secure = this.#isSecure()
+      if (options.secure === 'auto') cookie.secure = secure
+      if (options.sameSite === 'auto') cookie.sameSite = secure ? 'none' : 'lax'
+    }
+    return cookie
   }
 
   /** The backend is down and the policy is fail-open: run as anonymous, write nothing. */
@@ -140,7 +150,12 @@ export class RequestState implements SessionHost {
   #materialize({ data, snapshot }: Loaded): Session {
     const req = this.#req
     const id = req.sessionID as string
-    const cookie = SessionCookie.from(data.cookie as Record<string, unknown>)
+    // A record another store wrote without a cookie gets a new one, as configured.
+    const stored = data.cookie
+    const cookie =
+      typeof stored === 'object' && stored !== null
+        ? SessionCookie.from(stored as Record<string, unknown>)
+        : this.#newCookie()
     const session = new Session(this, req, id, cookie)
     for (const key in data) {
       if (!(key in session)) session[key] = data[key]
@@ -182,7 +197,9 @@ export class RequestState implements SessionHost {
   #onEnd(end: End, args: unknown[]): ServerResponse {
     const res = this.#res
     const finish = () => (end as (...a: unknown[]) => ServerResponse).apply(res, args)
-    if (this.#ending) return finish()
+    // A second end() is ignored, as express-session ignores it: while the save is
+    // pending, passing it on would end the response without the first call's body.
+    if (this.#ending) return this.#answering ? finish() : res
     this.#ending = true
     let work: Promise<void> | undefined
     try {
@@ -193,6 +210,7 @@ export class RequestState implements SessionHost {
     if (!work) return finish()
     work.then(finish, (error: unknown) => {
       this.#failed = true
+      this.#answering = true
       // Before the headers: the application's error handler answers instead.
       // After (a streamed response): Express's final handler closes the connection.
       this.#next(error)
@@ -208,13 +226,21 @@ export class RequestState implements SessionHost {
     const session = req.session
     if (!(session instanceof Session)) {
       const sid = req.sessionID
-      if (session == null && this.#c.unsetDestroy && sid !== undefined && !this.#degraded) {
+      if (session == null && this.#c.unsetDestroy && typeof sid === 'string' && !this.#degraded) {
         this.#destroyedId = sid
-        return this.#c.source.destroy(sid)
+        const destroyed = this.#c.source.destroy(sid)
+        // A foreign store's failure goes to next() after the response, as under express-session.
+        if (!this.#c.foreign) return destroyed
+        return destroyed.catch((error: unknown) => {
+          // The session is still stored: the browser keeps its cookie.
+          this.#destroyedId = undefined
+          this.#passOn(error)
+        })
       }
       return undefined
     }
-    if (this.#degraded) return undefined
+    // Other middleware replaced the id with something that is not one: nothing to save.
+    if (this.#degraded || typeof req.sessionID !== 'string') return undefined
     this.#touchCookie(session)
     const fields = encodeSession(session)
     this.#endFields = fields
@@ -224,11 +250,19 @@ export class RequestState implements SessionHost {
       if (this.#c.source.touchDue(session, snapshot)) {
         // The response does not wait for a touch, and a failed touch fails nothing.
         this.#c.source.touch(session.id, session, snapshot).catch((error: unknown) => {
-          debug('touch failed: %s', error)
+          // A foreign store's touch error is the application's to see, as under
+          // express-session; a sessionmesh backend's only means the expiry moves later.
+          if (this.#c.foreign) this.#passOn(error)
+          else debug('touch failed: %s', error)
         })
       }
     }
     return undefined
+  }
+
+  /** An error found once the response is under way: next() gets it on the next turn. */
+  #passOn(error: unknown): void {
+    setImmediate(() => this.#next(error))
   }
 
   #touchCookie(session: Session): void {
@@ -266,18 +300,26 @@ export class RequestState implements SessionHost {
     const cookies: string[] = []
     if (!(session instanceof Session)) {
       if (this.#destroyedId !== undefined && this.#destroyedId === this.cookieId) {
-        cookies.push(expiredCookie(c.name, c.cookie))
-        if (c.near) cookies.push(expiredCookie(c.versionName, c.cookie))
+        const options = this.#cookies.options
+        cookies.push(expiredCookie(c.name, options))
+        if (c.near) cookies.push(expiredCookie(c.versionName, options))
       }
-    } else if (!this.#failed && !this.#degraded) {
+    } else if (!this.#failed && !this.#degraded && typeof this.#req.sessionID === 'string') {
       this.#touchCookie(session)
       const cookie = session.cookie
       const allowed = !cookie.secure || this.#isSecure()
-      if (allowed && this.#shouldSetCookie(session)) {
-        cookies.push(cookie.serialize(c.name, c.cookies.value(session.id)))
-      }
-      if (allowed && this.#version !== undefined) {
-        cookies.push(serializeCookie(c.versionName, this.#version, cookie.data))
+      try {
+        if (allowed && this.#shouldSetCookie(session)) {
+          cookies.push(cookie.serialize(c.name, this.#cookies.signer.value(session.id)))
+        }
+        if (allowed && this.#version !== undefined) {
+          cookies.push(serializeCookie(c.versionName, this.#version, cookie.data))
+        }
+      } catch (error) {
+        // An invalid attribute the application set (an `expires` that is no date):
+        // no cookie, and the error goes on, as under express-session.
+        cookies.length = 0
+        this.#passOn(error)
       }
     }
     if (cookies.length > 0) appendSetCookie(this.#res, cookies)
@@ -321,7 +363,7 @@ function expiredCookie(name: string, cookie: SessionCookieOptions): string {
     expires: new Date(0),
     httpOnly: cookie.httpOnly ?? true,
     secure: cookie.secure === true,
-    sameSite: cookie.sameSite,
+    sameSite: cookie.sameSite === 'auto' ? undefined : cookie.sameSite,
     partitioned: cookie.partitioned,
   })
 }

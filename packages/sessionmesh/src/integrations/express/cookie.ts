@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto'
+import { type CipherKey, createHmac, timingSafeEqual } from 'node:crypto'
+import { InvalidOptionError } from '../../core/errors.js'
 
 /**
  * The session cookie as express-session puts it on the wire, so that either
@@ -7,12 +8,12 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
  */
 
 /** `value.signature`, the signature being HMAC-SHA256 in base64 without `=` padding. */
-export function sign(value: string, secret: string): string {
+export function sign(value: string, secret: CipherKey): string {
   return `${value}.${mac(value, secret)}`
 }
 
 /** The value inside `signed` if one of `secrets` signed it, else `undefined`. Constant time per secret. */
-export function unsign(signed: string, secrets: readonly string[]): string | undefined {
+export function unsign(signed: string, secrets: readonly CipherKey[]): string | undefined {
   const dot = signed.lastIndexOf('.')
   if (dot <= 0) return undefined
   const value = signed.slice(0, dot)
@@ -24,7 +25,7 @@ export function unsign(signed: string, secrets: readonly string[]): string | und
   return undefined
 }
 
-function mac(value: string, secret: string): string {
+function mac(value: string, secret: CipherKey): string {
   return createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '')
 }
 
@@ -73,25 +74,42 @@ export interface CookieAttributes {
   sameSite?: boolean | 'lax' | 'strict' | 'none' | undefined
 }
 
-const PRIORITY = { low: 'Low', medium: 'Medium', high: 'High' } as const
-const SAME_SITE = { lax: 'Lax', strict: 'Strict', none: 'None' } as const
+const PRIORITY: Readonly<Record<string, string>> = { low: 'Low', medium: 'Medium', high: 'High' }
+const SAME_SITE: Readonly<Record<string, string>> = { lax: 'Lax', strict: 'Strict', none: 'None' }
 
 /**
  * A `Set-Cookie` value with the attributes in the order the `cookie` package
  * writes them, so that switching middleware changes nothing a client sees.
+ * `sameSite` and `priority` are read in any case (`'None'`, `'HIGH'`); an unknown
+ * value, or an `expires` that is not a valid date, throws with the `cookie`
+ * package's message (`option sameSite is invalid`) rather than reaching the wire.
  */
 export function serializeCookie(name: string, value: string, attributes: CookieAttributes): string {
   let out = `${name}=${encodeURIComponent(value)}`
   if (attributes.domain) out += `; Domain=${attributes.domain}`
   if (attributes.path) out += `; Path=${attributes.path}`
-  if (attributes.expires) out += `; Expires=${attributes.expires.toUTCString()}`
+  const expires: unknown = attributes.expires
+  if (expires) {
+    if (!(expires instanceof Date) || Number.isNaN(expires.getTime())) {
+      throw new InvalidOptionError('option expires is invalid')
+    }
+    out += `; Expires=${expires.toUTCString()}`
+  }
   if (attributes.httpOnly) out += '; HttpOnly'
   if (attributes.secure) out += '; Secure'
   if (attributes.partitioned) out += '; Partitioned'
-  if (attributes.priority) out += `; Priority=${PRIORITY[attributes.priority]}`
+  if (attributes.priority) out += `; Priority=${named(PRIORITY, attributes.priority, 'priority')}`
   const sameSite = attributes.sameSite
-  if (sameSite) out += `; SameSite=${sameSite === true ? 'Strict' : SAME_SITE[sameSite]}`
+  if (sameSite) {
+    out += `; SameSite=${sameSite === true ? 'Strict' : named(SAME_SITE, sameSite, 'sameSite')}`
+  }
   return out
+}
+
+function named(names: Readonly<Record<string, string>>, value: unknown, option: string): string {
+  const name = typeof value === 'string' ? names[value.toLowerCase()] : undefined
+  if (name === undefined) throw new InvalidOptionError(`option ${option} is invalid`)
+  return name
 }
 
 /**
@@ -100,12 +118,12 @@ export function serializeCookie(name: string, value: string, attributes: CookieA
  * garbage cookies cannot grow it.
  */
 export class VerifiedCookies {
-  readonly #secrets: readonly string[]
+  readonly #secrets: readonly CipherKey[]
   readonly #limit: number
   #verified = new Map<string, string>()
   #signed = new Map<string, string>()
 
-  constructor(secrets: readonly string[], limit = 10_000) {
+  constructor(secrets: readonly CipherKey[], limit = 10_000) {
     this.#secrets = secrets
     this.#limit = limit
   }
@@ -126,7 +144,7 @@ export class VerifiedCookies {
   value(sid: string): string {
     const known = this.#signed.get(sid)
     if (known !== undefined) return known
-    const value = `s:${sign(sid, this.#secrets[0] as string)}`
+    const value = `s:${sign(sid, this.#secrets[0] as CipherKey)}`
     if (this.#signed.size >= this.#limit) this.#signed = new Map()
     this.#signed.set(sid, value)
     return value

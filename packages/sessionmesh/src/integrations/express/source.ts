@@ -1,5 +1,5 @@
-import { encodeSession, type SessionData } from '../core/codec.js'
-import type { Device, Loaded, Snapshot } from '../core/engine.js'
+import { encodeSession, type SessionData } from '../../core/codec.js'
+import type { Device, Loaded, Snapshot } from '../../core/engine.js'
 
 /** What the middleware needs from where sessions live: a sessionmesh engine, or an adapted express-session store. */
 export interface Source {
@@ -47,9 +47,7 @@ export function foreignSource(store: ForeignStore): Source {
         store.get(sid, (error, data) => {
           if (error) return reject(error)
           const session = data as SessionData | null | undefined
-          if (!session || typeof session.cookie !== 'object' || session.cookie === null) {
-            return resolve(null)
-          }
+          if (!session || typeof session !== 'object') return resolve(null)
           resolve({ data: session, snapshot: snapshotOf(encodeSession(session)) })
         })
       }),

@@ -1,0 +1,62 @@
+import { SessionStore } from 'sessionmesh'
+import { describe, expect, it } from 'vitest'
+
+// The optional express-session store methods (all, ids) and records written by
+// other stores, over the memory backend.
+
+const cookie = { originalMaxAge: 60_000, path: '/', httpOnly: true }
+
+describe('SessionStore: all() and ids()', () => {
+  it('lists the ids and the sessions (each with its id) of live sessions only', async () => {
+    const store = new SessionStore()
+    await store.set('a', { cookie, n: 1 })
+    await store.set('b', { cookie, n: 2 })
+    await store.set('gone', { cookie, n: 3 })
+    await store.destroy('gone')
+    expect((await store.ids()).sort()).toEqual(['a', 'b'])
+    const all = await store.all<{ n: number }>()
+    expect(all.map(({ id, n }) => ({ id, n })).sort((x, y) => x.n - y.n)).toEqual([
+      { id: 'a', n: 1 },
+      { id: 'b', n: 2 },
+    ])
+  })
+
+  it('answers through a callback too, as express-session calls it', async () => {
+    const store = new SessionStore()
+    await store.set('a', { cookie })
+    const ids = await new Promise((resolve, reject) =>
+      store.ids((error, value) => (error ? reject(error) : resolve(value))),
+    )
+    expect(ids).toEqual(['a'])
+    const all = await new Promise<unknown[] | undefined>((resolve, reject) =>
+      store.all((error, value) => (error ? reject(error) : resolve(value))),
+    )
+    expect(all).toHaveLength(1)
+  })
+
+  it('fails with SESSIONMESH_NOT_SUPPORTED on a backend that cannot list ids', async () => {
+    // The memory backend with its ids() hidden: a backend written before ids() existed.
+    const backend = Object.create(new SessionStore().backend, { ids: { value: undefined } })
+    const bare = new SessionStore({ backend })
+    await expect(bare.ids()).rejects.toMatchObject({ code: 'SESSIONMESH_NOT_SUPPORTED' })
+    await expect(bare.all()).rejects.toMatchObject({ code: 'SESSIONMESH_NOT_SUPPORTED' })
+  })
+})
+
+describe('SessionStore: sessions without a cookie object', () => {
+  it('regression: a session stored without a cookie reads back as stored, not as null', async () => {
+    const store = new SessionStore()
+    await store.set('fixture', { user: 'ann' })
+    expect(await store.get('fixture')).toEqual({ user: 'ann' })
+  })
+
+  it("express-session's createSession gets a browser-session cookie for it", async () => {
+    const store = new SessionStore()
+    await store.set('fixture', { user: 'ann' })
+    const loaded = await new Promise<Record<string, unknown> | undefined>((resolve, reject) =>
+      store.load('fixture', (error, session) => (error ? reject(error) : resolve(session))),
+    )
+    expect(loaded?.user).toBe('ann')
+    expect(loaded?.cookie).toMatchObject({ originalMaxAge: null, expires: null })
+  })
+})
