@@ -158,19 +158,21 @@ export class ClusterRedisBackend implements Backend {
   }
 
   async count(): Promise<number> {
-    let count = 0
-    // Tombstones share the session keys' names here: count the keys that hold a session.
-    await scanAll(
-      await this.#connection.primaries(),
-      `${this.#layout.prefix}s:*`,
-      async (keys, send) => {
-        const live = await Promise.all(
-          keys.map((key) => send(['HEXISTS', key, 'c']).catch(() => 0)),
-        )
-        count += live.filter((n) => Number(n) === 1).length
-      },
-    )
-    return count
+    return (await this.ids()).length
+  }
+
+  async ids(): Promise<string[]> {
+    const ids = new Set<string>()
+    const start = this.#layout.prefix.length + 2
+    // Tombstones share the session keys' names here: keep the keys that hold a session.
+    const pattern = `${this.#layout.prefix}s:*`
+    await scanAll(await this.#connection.primaries(), pattern, async (keys, send) => {
+      const live = await Promise.all(keys.map((key) => send(['HEXISTS', key, 'c']).catch(() => 0)))
+      keys.forEach((key, i) => {
+        if (Number(live[i]) === 1) ids.add(key.slice(start))
+      })
+    })
+    return [...ids]
   }
 
   async clear(): Promise<void> {

@@ -96,6 +96,15 @@ export class StandaloneRedisBackend implements Backend {
     return count
   }
 
+  async ids(): Promise<string[]> {
+    const ids = new Set<string>()
+    const start = this.#layout.prefix.length + 2
+    await scanAll(await this.#connection.primaries(), `${this.#layout.prefix}s:*`, async (keys) => {
+      for (const key of keys) ids.add(key.slice(start))
+    })
+    return [...ids]
+  }
+
   async clear(): Promise<void> {
     await clearAll(this.#connection, this.#layout.prefix)
   }

@@ -20,7 +20,8 @@ import {
   startCluster,
 } from '../support/redis-topologies.js'
 
-// Failover under load: a steady request loop of logged-in users runs through the
+// Failover under load (in the e2e project: alone on the machine, since it measures
+// answers against the timeout): a steady request loop of logged-in users runs through the
 // store while the Redis primary that holds a user's session is SIGKILLed and a
 // replica takes over (a cluster promotes it; Sentinel does). Every request must be
 // answered, 2xx or the documented 503 within the timeout, the store must recover by
@@ -76,7 +77,9 @@ function expectAnswered(outcomes: Outcome[]) {
   for (const o of outcomes) statuses.set(o.status, (statuses.get(o.status) ?? 0) + 1)
   const unexpected = outcomes.filter((o) => ![200, 204, 503].includes(o.status))
   expect(unexpected, JSON.stringify([...statuses])).toEqual([])
-  const slow503 = outcomes.filter((o) => o.status === 503 && o.ms > TIMEOUT + 500)
+  // A request makes at most two backend calls (its load, then its save), each
+  // bounded by the timeout; 500 ms of slack for a loaded machine.
+  const slow503 = outcomes.filter((o) => o.status === 503 && o.ms > 2 * TIMEOUT + 500)
   expect(slow503).toEqual([])
   const end = Math.max(...outcomes.map((o) => o.at))
   const tail = outcomes.filter((o) => o.at > end - 1_000)
@@ -146,7 +149,9 @@ describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session',
       const killedAt = Date.now()
       await cluster.kill(primary)
       await waitFor(
-        async () => (await primaryOf(cluster, `${prefix}s:${victim?.sid}`)) !== primary,
+        // Meanwhile no live primary may hold the slot at all: that is not promoted yet.
+        async () =>
+          (await primaryOf(cluster, `${prefix}s:${victim?.sid}`).catch(() => primary)) !== primary,
         'a replica to be promoted',
         20_000,
       )
