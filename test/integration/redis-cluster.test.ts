@@ -95,7 +95,7 @@ describe.each<Library>(['node-redis', 'ioredis'])('a Redis Cluster through %s', 
       expect((await laptop.request('GET', '/me')).status).toBe(401)
       expect(await store.listUserSessions(user)).toEqual([])
     })
-  })
+  }, 120_000)
 
   it('counts and clears the sessions of every primary', async () => {
     const before = await store.length()
