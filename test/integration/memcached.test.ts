@@ -1,0 +1,118 @@
+import { StoreUnavailableError } from 'sessionmesh'
+import { MemcachedClient, memcachedBackend } from 'sessionmesh/memcached'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import {
+  type RunningMemcached,
+  startMemcached,
+} from '../../packages/sessionmesh/src/cli/memcached.js'
+import { backendContract, createWrite, updateWrite } from '../support/contract.js'
+import { memcachedServer } from '../support/memcached-server.js'
+
+let server: RunningMemcached
+beforeAll(async () => {
+  server = await memcachedServer()
+})
+afterAll(async () => {
+  await server?.stop()
+})
+
+backendContract(
+  'memcached',
+  async () => {
+    const client = new MemcachedClient({ servers: server.servers })
+    const prefix = `mc${process.pid}:`
+    return {
+      backend: memcachedBackend({ client, prefix }),
+      corrupt: async (sid) => {
+        await client.set(`${prefix}s:${sid}`, '{"cookie":{}}', 0)
+      },
+      cleanup: () => client.close(),
+    }
+  },
+  {
+    skip: {
+      'publishes changes and destroys to subscribers':
+        'Memcached has no pub/sub; the socket.io binding re-checks sessions instead',
+    },
+  },
+)
+
+describe('memcached backend beyond the contract', () => {
+  it('an outage is a StoreUnavailableError the store counts as an outage, and it recovers on the same port', async () => {
+    const own = await memcachedServer()
+    const backend = memcachedBackend({ servers: own.servers, timeout: 500 })
+    try {
+      const id = `outage${Date.now()}`
+      expect(await backend.write(id, createWrite())).toBe('ok')
+      await own.stop()
+      const error = await backend.get(id).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(StoreUnavailableError)
+      expect(backend.isOutage?.(error)).toBe(true)
+      // A reply that is an answer (a bad record) is not an outage.
+      expect(backend.isOutage?.(new Error('memcached replied "SERVER_ERROR out of memory"'))).toBe(
+        false,
+      )
+      const again = await startMemcached('memcached', own.port)
+      try {
+        // memcached keeps nothing across a restart: the session is gone, not an error.
+        expect(await backend.get(id)).toBeNull()
+        expect(await backend.write(id, createWrite())).toBe('ok')
+      } finally {
+        await again.stop()
+      }
+    } finally {
+      await backend.close()
+      await own.stop()
+    }
+  })
+
+  it('spreads sessions over several servers and finds each again', async () => {
+    const [a, b] = [await memcachedServer(), await memcachedServer()]
+    const backend = memcachedBackend({ servers: `${a.servers},${b.servers}`, prefix: 'two:' })
+    const single = [
+      memcachedBackend({ servers: a.servers, prefix: 'two:' }),
+      memcachedBackend({ servers: b.servers, prefix: 'two:' }),
+    ]
+    try {
+      const ids = Array.from({ length: 40 }, (_, i) => `spread${i}x${Date.now()}`)
+      for (const id of ids) await backend.write(id, createWrite({ userId: 'spread-user' }))
+      for (const id of ids) expect(await backend.get(id)).not.toBeNull()
+      expect((await backend.listUser('spread-user', Date.now())).length).toBe(40)
+      expect(await backend.count()).toBe(40)
+      // Both servers hold some of them (40 keys all on one server: 2^-39).
+      for (const one of single) expect(await one.count()).toBeGreaterThan(0)
+    } finally {
+      for (const one of [backend, ...single]) await one.close()
+      await a.stop()
+      await b.stop()
+    }
+  })
+
+  it('eviction under memory pressure logs users out: their sessions read as absent, not as errors', async () => {
+    const small = await memcachedServer({ memory: 4 })
+    const backend = memcachedBackend({ servers: small.servers, prefix: 'ev:' })
+    try {
+      const first = 'evicted-first'
+      await backend.write(
+        first,
+        createWrite({ set: { cookie: '{}', pad: `"${'x'.repeat(500)}"` } }),
+      )
+      // About 20 MB of sessions into 4 MB: the least recently used ones go.
+      for (let batch = 0; batch < 40; batch++) {
+        await Promise.all(
+          Array.from({ length: 1000 }, (_, i) =>
+            backend.write(
+              `ev${batch}-${i}`,
+              createWrite({ set: { cookie: '{}', pad: `"${'y'.repeat(500)}"` } }),
+            ),
+          ),
+        )
+      }
+      expect(await backend.get(first)).toBeNull()
+      expect(await backend.write(first, updateWrite({ a: '1' }))).toBe('gone')
+    } finally {
+      await backend.close()
+      await small.stop()
+    }
+  })
+})
