@@ -121,28 +121,36 @@ export class MemcachedClient {
   }
 
   /**
-   * Every key on every server, from `lru_crawler metadump all` (Memcached 1.4.31+).
+   * Every key on every server, from `lru_crawler metadump` (Memcached 1.4.31+).
    * It walks the whole cache: for tools, never for requests.
    */
   async keys(): Promise<string[]> {
     const all: string[] = []
     for (const server of this.#servers) {
-      for (let attempt = 0; ; attempt++) {
-        // memcached refuses a metadump pipelined behind other commands: a connection of its own.
-        const dump = new Connection(server.host, server.port, server.timeout * 10)
-        const lines = await dump
-          .send('lru_crawler metadump all\r\n', 'lines')
-          .finally(() => dump.close())
-        // Another metadump on this server is still running.
-        if (lines[0]?.startsWith('BUSY') && attempt < 50) {
-          await new Promise((resolve) => setTimeout(resolve, 20))
-          continue
+      // One slab class at a time: `metadump all` silently skips the classes that
+      // memcached's background crawler is walking at that moment, while a dump of
+      // one class answers BUSY then, and is retried.
+      const stats = await server.send('stats slabs\r\n', 'lines')
+      const classes = new Set(stats.map((line) => /^STAT (\d+):/.exec(line)?.[1]).filter(Boolean))
+      for (const id of classes) {
+        for (let attempt = 0; ; attempt++) {
+          // memcached refuses a metadump pipelined behind other commands: a connection of its own.
+          const dump = new Connection(server.host, server.port, server.timeout * 10)
+          const lines = await dump
+            .send(`lru_crawler metadump ${id}\r\n`, 'lines')
+            .finally(() => dump.close())
+          if (lines[0]?.startsWith('BUSY')) {
+            if (attempt >= 250)
+              throw new Error(`memcached ${server.name}: the LRU crawler stays busy`)
+            await new Promise((resolve) => setTimeout(resolve, 20))
+            continue
+          }
+          for (const line of lines) {
+            const match = /^key=(\S+)/.exec(line)
+            if (match?.[1]) all.push(decodeURIComponent(match[1]))
+          }
+          break
         }
-        for (const line of lines) {
-          const match = /^key=(\S+)/.exec(line)
-          if (match?.[1]) all.push(decodeURIComponent(match[1]))
-        }
-        break
       }
     }
     return all

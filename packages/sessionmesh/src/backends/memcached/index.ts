@@ -34,7 +34,8 @@
  * - `destroyUser` destroys one session after another, not atomically: a login of
  *   that user finishing meanwhile may survive it.
  * - `count` and `clear` walk every key with `lru_crawler metadump` (Memcached
- *   1.4.31+): for tools, not for requests.
+ *   1.4.31+): for tools, not for requests, and best effort (a crawl can miss
+ *   an item the LRU maintainer moves meanwhile; they take the union of three).
  */
 import {
   type Backend,
@@ -209,7 +210,7 @@ class MemcachedBackend implements Backend {
   }
 
   async count(): Promise<number> {
-    const keys = (await this.#client.keys()).filter((key) => key.startsWith(`${this.#prefix}s`))
+    const keys = (await this.#keys()).filter((key) => key.startsWith(`${this.#prefix}s`))
     const now = Date.now()
     let live = 0
     for (let i = 0; i < keys.length; i += 100) {
@@ -222,9 +223,26 @@ class MemcachedBackend implements Backend {
   }
 
   async clear(): Promise<void> {
-    const keys = (await this.#client.keys()).filter((key) => key.startsWith(this.#prefix))
-    for (let i = 0; i < keys.length; i += 100)
-      await Promise.all(keys.slice(i, i + 100).map((key) => this.#client.delete(key)))
+    for (let round = 0; round < 10; round++) {
+      const keys = await this.#keys()
+      if (keys.length === 0) return
+      for (let i = 0; i < keys.length; i += 100)
+        await Promise.all(keys.slice(i, i + 100).map((key) => this.#client.delete(key)))
+    }
+  }
+
+  /**
+   * The keys under this prefix. A crawl can miss an item that Memcached's LRU
+   * maintainer moves between segments meanwhile (a recently read one): the union
+   * of three crawls, a moment apart.
+   */
+  async #keys(): Promise<string[]> {
+    const keys = new Set<string>()
+    for (let pass = 0; pass < 3; pass++) {
+      if (pass > 0) await new Promise((resolve) => setTimeout(resolve, 50))
+      for (const key of await this.#client.keys()) if (key.startsWith(this.#prefix)) keys.add(key)
+    }
+    return [...keys]
   }
 
   isOutage(error: unknown): boolean {
