@@ -2,7 +2,8 @@
 // Runs one node of the demo: `node server.js`, configured by the environment that
 // `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET;
 // optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
-// Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql or tiered,
+// Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql, tiered
+// or memcached (servers in MEMCACHED_SERVERS, default 127.0.0.1:11211),
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
 // and for tiered SESSIONMESH_DURABLE = postgres (default) or mysql. The table must
 // exist: `sessionmesh migrate` (or `sessionmesh up`, which runs it) creates it.
@@ -15,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import pino from 'pino'
 import { createClient } from 'redis'
 import { SessionStore } from 'sessionmesh'
+import { memcachedBackend } from 'sessionmesh/memcached'
 import { openSqlBackend } from 'sessionmesh/migrate'
 import { redisBackend } from 'sessionmesh/redis'
 import { tieredBackend } from 'sessionmesh/tiered'
@@ -32,7 +34,7 @@ const DRAIN_GRACE_MS = 1_000
 /** Longest wait for in-flight requests at shutdown before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
 /** The stores a node can keep sessions in. */
-const STORES = ['redis', 'postgres', 'mysql', 'tiered']
+const STORES = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
 /**
  * The session backend for `store`, over the node's Redis client and, for the SQL
@@ -42,6 +44,10 @@ const STORES = ['redis', 'postgres', 'mysql', 'tiered']
  */
 async function openBackend({ store, client, database = {} }) {
   if (store === 'redis') return { backend: redisBackend({ client }), close: async () => {} }
+  if (store === 'memcached') {
+    const backend = memcachedBackend({ servers: database.memcached ?? '127.0.0.1:11211' })
+    return { backend, close: () => backend.close() }
+  }
   const kind = store === 'tiered' ? (database.durable ?? 'postgres') : store
   const sql = await openSqlBackend({
     store: kind,
@@ -65,8 +71,9 @@ async function openBackend({ store, client, database = {} }) {
  * @param {string} [options.host] default 127.0.0.1: only nginx on this host talks to the node
  * @param {string} options.nodeId
  * @param {string} options.redisUrl
- * @param {string} [options.store] redis (default), postgres, mysql or tiered
- * @param {{ url?: string, table?: string, durable?: string }} [options.database] for the SQL stores
+ * @param {string} [options.store] redis (default), postgres, mysql, tiered or memcached
+ * @param {{ url?: string, table?: string, durable?: string, memcached?: string }} [options.database]
+ *   for the SQL stores; `memcached`: the servers for that store
  * @param {string} options.secret
  * @param {import('pino').Logger} options.logger
  * @param {string} [options.password] the demo accounts' password
@@ -119,16 +126,18 @@ export async function startNode(options) {
   // The chat closes a revoked session's sockets on every node when the backend
   // publishes the revocation; MySQL publishes nothing, so with it the demo serves
   // the HTTP app alone rather than a chat that would keep revoked users connected.
-  const chat = sessions.backend.subscribe
-    ? await attachChat({
-        server,
-        sessionMiddleware,
-        store: sessionStore,
-        nodeId,
-        redisUrl: options.redisUrl,
-        logger,
-      })
-    : noChat(logger, store)
+  // Memcached publishes nothing either, but the binding re-reads its sessions instead.
+  const chat =
+    sessions.backend.subscribe || store === 'memcached'
+      ? await attachChat({
+          server,
+          sessionMiddleware,
+          store: sessionStore,
+          nodeId,
+          redisUrl: options.redisUrl,
+          logger,
+        })
+      : noChat(logger, store)
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
@@ -194,6 +203,7 @@ async function main() {
         : {}),
       ...(process.env.SESSIONMESH_TABLE ? { table: process.env.SESSIONMESH_TABLE } : {}),
       ...(process.env.SESSIONMESH_DURABLE ? { durable: process.env.SESSIONMESH_DURABLE } : {}),
+      ...(process.env.MEMCACHED_SERVERS ? { memcached: process.env.MEMCACHED_SERVERS } : {}),
     },
     ...(process.env.HOST ? { host: process.env.HOST } : {}),
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),

@@ -16,7 +16,8 @@ Commands:
                                on a free port, data in a temporary directory)
               --sticky         route socket.io long-polling by session cookie
               --store KIND     where sessions live: redis (default), postgres,
-                               mysql, or tiered (Redis over the database)
+                               mysql, tiered (Redis over the database), or
+                               memcached (a private memcached on a free port)
               --database-url URL  postgres://… or mysql://… (default: from
                                SESSIONMESH_DATABASE_URL, then MYSQL_URL (mysql,
                                tiered), then DATABASE_URL; postgres without a
@@ -43,9 +44,9 @@ Commands:
 `
 
 /** Where `sessionmesh up` keeps sessions. */
-export type StoreKind = 'redis' | 'postgres' | 'mysql' | 'tiered'
+export type StoreKind = 'redis' | 'postgres' | 'mysql' | 'tiered' | 'memcached'
 
-const STORES: readonly StoreKind[] = ['redis', 'postgres', 'mysql', 'tiered']
+const STORES: readonly StoreKind[] = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
 /** Options of `sessionmesh up`. */
 export interface UpArgs {
@@ -100,9 +101,12 @@ export function parseUpArgs(argv: string[]): UpArgs {
   })
   const nodes = integer('--nodes', values.nodes, 4, 1, 64)
   const store = oneOf('--store', values.store ?? 'redis', STORES)
-  if (store === 'redis' && (values['database-url'] !== undefined || values.table !== undefined)) {
+  if (
+    (store === 'redis' || store === 'memcached') &&
+    (values['database-url'] !== undefined || values.table !== undefined)
+  ) {
     throw new UsageError(
-      '--database-url and --table need --store postgres, mysql or tiered (sessions are in Redis otherwise)',
+      `--database-url and --table need --store postgres, mysql or tiered (sessions are in ${store === 'redis' ? 'Redis' : 'Memcached'} otherwise)`,
     )
   }
   const port = integer('--port', values.port, 8080, 1, 65_535)
