@@ -33,6 +33,8 @@ const KEEP_ALIVE_MS = 65_000
 const DRAIN_GRACE_MS = 1_000
 /** Longest wait for in-flight requests at shutdown before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
+/** How long after listening a node under pm2 waits to report ready (past nginx's 1 s fail_timeout). */
+const READY_HOLD_MS = 1_500
 /** The stores a node can keep sessions in. */
 const STORES = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
@@ -143,6 +145,11 @@ export async function startNode(options) {
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
   })
   logger.info({ port: options.port }, 'listening')
+  // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,
+  // and `pm2 reload` takes down the next node, once this says ready. nginx still
+  // avoids a node for fail_timeout (1 s) after it refused a connection while it was
+  // down: say ready only after that, so that nginx is never left with no node.
+  if (process.send) setTimeout(() => process.send?.('ready'), READY_HOLD_MS)
 
   let closing
   const close = () => {
@@ -221,8 +228,10 @@ async function main() {
   }
 }
 
-const entry = process.argv[1] ? realpathSync(process.argv[1]) : ''
-if (entry === fileURLToPath(import.meta.url)) {
+// Run as a program, not imported by a test. Under pm2, argv[1] is pm2's own
+// container script, which imports this file; pm2 names the app's file in pm_exec_path.
+const entry = process.env.pm_exec_path ?? process.argv[1]
+if (entry && realpathSync(entry) === fileURLToPath(import.meta.url)) {
   main().catch((error) => {
     console.error(error)
     process.exit(1)
