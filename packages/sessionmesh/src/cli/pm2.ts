@@ -27,7 +27,7 @@ export function renderPm2Ecosystem(options: Pm2Options): string {
       '      // The node drains on SIGINT/SIGTERM (in-flight requests finish); give it time.',
       '      kill_timeout: 12000,',
       '      // A node is up once it listens (it sends "ready"), not when its process',
-      "      // exists: `pm2 reload` replaces the next node only then, so one is always up.",
+      '      // exists: `pm2 reload` replaces the next node only then, so one is always up.',
       '      wait_ready: true,',
       '      listen_timeout: 15000,',
       '      // Crash loops back off instead of spinning.',
