@@ -1,8 +1,11 @@
 // The demo's chat: socket.io sharing the HTTP session through sessionmesh, with
-// messages crossing nodes through the Redis streams adapter.
+// messages crossing nodes through the Redis streams adapter (default) or the
+// classic pub/sub one.
 
+import { createAdapter as createClassicAdapter } from '@socket.io/redis-adapter'
 import { createAdapter } from '@socket.io/redis-streams-adapter'
 import { Redis } from 'ioredis'
+import { createClient } from 'redis'
 import { guardPublish, shareSession, socketUser } from 'sessionmesh/socket.io'
 import { Server } from 'socket.io'
 
@@ -22,6 +25,10 @@ const MAX_TEXT = 500
  * `guardPublish` keeps the adapter's unhandled heartbeat rejections during an
  * outage from ending the process.
  *
+ * `adapter: 'classic'` uses `@socket.io/redis-adapter` (Redis pub/sub, the most
+ * installed one) on node-redis instead: what is published while Redis is away is
+ * lost for the other nodes (docs/adapters.md measures how much).
+ *
  * @param {object} options
  * @param {import('node:http').Server} options.server
  * @param {import('sessionmesh/socket.io').SessionMiddleware} options.sessionMiddleware
@@ -29,14 +36,19 @@ const MAX_TEXT = 500
  * @param {string} options.nodeId
  * @param {string} options.redisUrl
  * @param {import('pino').Logger} options.logger
+ * @param {'streams' | 'classic'} [options.adapter] default streams
  */
 export async function attachChat(options) {
   const { nodeId, logger } = options
-  const adapterClient = guardPublish(
-    new Redis(options.redisUrl, { retryStrategy: (times) => Math.min(50 * 2 ** times, 1_000) }),
-  )
-  adapterClient.on('error', () => {}) // the session client already logs the outage
-  const io = new Server(options.server, { adapter: createAdapter(adapterClient) })
+  const adapter = options.adapter ?? 'streams'
+  if (adapter !== 'streams' && adapter !== 'classic') {
+    throw new Error(`SESSIONMESH_ADAPTER must be streams or classic, not ${adapter}`)
+  }
+  const { adapterFactory, disconnect } =
+    adapter === 'classic'
+      ? await classicAdapter(options.redisUrl)
+      : streamsAdapter(options.redisUrl)
+  const io = new Server(options.server, { adapter: adapterFactory })
   const binding = await shareSession(io, {
     session: options.sessionMiddleware,
     store: options.store,
@@ -51,7 +63,7 @@ export async function attachChat(options) {
       io.emit('chat', { from: user, text, node: nodeId, at: Date.now() })
     })
   })
-  logger.info('chat ready')
+  logger.info({ adapter }, 'chat ready')
 
   return {
     io,
@@ -62,7 +74,36 @@ export async function attachChat(options) {
     async close() {
       await binding.close()
       io.close()
-      adapterClient.disconnect()
+      await disconnect()
+    },
+  }
+}
+
+const retryDelay = (times) => Math.min(50 * 2 ** times, 1_000)
+
+/** The streams adapter on ioredis (see {@link attachChat}). */
+function streamsAdapter(redisUrl) {
+  const client = guardPublish(new Redis(redisUrl, { retryStrategy: retryDelay }))
+  client.on('error', () => {}) // the session client already logs the outage
+  return { adapterFactory: createAdapter(client), disconnect: () => client.disconnect() }
+}
+
+/** The classic pub/sub adapter on node-redis: a publishing and a subscribed connection. */
+async function classicAdapter(redisUrl) {
+  const pub = guardPublish(
+    createClient({ url: redisUrl, socket: { reconnectStrategy: retryDelay } }),
+  )
+  const sub = pub.duplicate()
+  for (const client of [pub, sub]) client.on('error', () => {})
+  await Promise.all([pub.connect(), sub.connect()])
+  return {
+    adapterFactory: createClassicAdapter(pub, sub),
+    // Gracefully while Redis answers: the adapter's last UNSUBSCRIBE is still in
+    // flight, and destroy() would reject it with nobody to catch it.
+    disconnect: async () => {
+      const closed = Promise.allSettled([pub.close(), sub.close()])
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())])
+      for (const client of [pub, sub]) if (client.isOpen) client.destroy()
     },
   }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs one node of the demo: `node server.js`, configured by the environment that
 // `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET;
-// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
+// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL,
+// SESSIONMESH_ADAPTER = streams (default) or classic (the chat's socket.io adapter).
 // Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql, tiered
 // or memcached (servers in MEMCACHED_SERVERS, default 127.0.0.1:11211),
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
@@ -80,6 +81,7 @@ async function openBackend({ store, client, database = {} }) {
  * @param {import('pino').Logger} options.logger
  * @param {string} [options.password] the demo accounts' password
  * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms
+ * @param {'streams' | 'classic'} [options.adapter] the chat's socket.io Redis adapter
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -138,6 +140,7 @@ export async function startNode(options) {
           nodeId,
           redisUrl: options.redisUrl,
           logger,
+          ...(options.adapter ? { adapter: options.adapter } : {}),
         })
       : noChat(logger, store)
   await new Promise((resolve, reject) => {
@@ -213,6 +216,7 @@ async function main() {
       ...(process.env.MEMCACHED_SERVERS ? { memcached: process.env.MEMCACHED_SERVERS } : {}),
     },
     ...(process.env.HOST ? { host: process.env.HOST } : {}),
+    ...(process.env.SESSIONMESH_ADAPTER ? { adapter: process.env.SESSIONMESH_ADAPTER } : {}),
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
     ...(process.env.SESSION_MAX_AGE_MS
       ? { sessionMaxAge: Number(process.env.SESSION_MAX_AGE_MS) }

@@ -15,6 +15,9 @@ Commands:
               --redis URL      use this Redis (default: a private redis-server
                                on a free port, data in a temporary directory)
               --sticky         route socket.io long-polling by session cookie
+              --adapter KIND   the demo chat's socket.io adapter: streams
+                               (default, @socket.io/redis-streams-adapter) or
+                               classic (@socket.io/redis-adapter, pub/sub)
               --store KIND     where sessions live: redis (default), postgres,
                                mysql, tiered (Redis over the database), or
                                memcached (a private memcached on a free port)
@@ -60,6 +63,8 @@ export interface UpArgs {
   /** `--database-url`; the environment is read later, see `resolveDatabase`. */
   databaseUrl: string | undefined
   table: string | undefined
+  /** `--adapter`: the demo chat's socket.io Redis adapter. */
+  adapter: 'streams' | 'classic'
 }
 
 /** Options of `sessionmesh migrate`. */
@@ -98,9 +103,11 @@ export function parseUpArgs(argv: string[]): UpArgs {
     store: { type: 'string' },
     'database-url': { type: 'string' },
     table: { type: 'string' },
+    adapter: { type: 'string' },
   })
   const nodes = integer('--nodes', values.nodes, 4, 1, 64)
   const store = oneOf('--store', values.store ?? 'redis', STORES)
+  const adapter = oneOf('--adapter', values.adapter ?? 'streams', ['streams', 'classic'] as const)
   if (
     (store === 'redis' || store === 'memcached') &&
     (values['database-url'] !== undefined || values.table !== undefined)
@@ -127,6 +134,7 @@ export function parseUpArgs(argv: string[]): UpArgs {
     store,
     databaseUrl: databaseUrl(values['database-url']),
     table: tableName(values.table),
+    adapter,
   }
 }
 

@@ -135,6 +135,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
         REDIS_URL: redisUrl ?? '',
         ...storeEnv(args.store, database),
         ...(memcached ? { MEMCACHED_SERVERS: memcached.servers } : {}),
+        SESSIONMESH_ADAPTER: args.adapter,
         // Every node must sign cookies with one secret; one per run unless set.
         SESSION_SECRET: process.env.SESSION_SECRET ?? randomBytes(32).toString('base64url'),
       },
