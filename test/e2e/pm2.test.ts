@@ -19,7 +19,7 @@ import {
   tools,
   waitUntil,
 } from '../../packages/sessionmesh/src/cli/system.js'
-import { Browser, cli, freePortRange, isAlive } from '../support/cluster.js'
+import { Browser, cli, freePortRange, isAlive, runNode } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 
 // The file `sessionmesh pm2` prints, run by real pm2 (fork mode, 4 processes on 4
@@ -37,22 +37,8 @@ let redis: RedisServer
 let nginx: ChildProcess
 let base = ''
 
-function pm2(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [PM2, ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString()
-    })
-    child.stderr?.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString()
-    })
-    child.once('exit', (code) => done({ code, stdout, stderr }))
-  })
+function pm2(...args: string[]) {
+  return runNode(PM2, args, env)
 }
 
 /** What pm2 says runs: name → pid and status. */
