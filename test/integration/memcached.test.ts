@@ -1,4 +1,4 @@
-import { StoreUnavailableError } from 'sessionmesh'
+import { SessionStore, StoreUnavailableError } from 'sessionmesh'
 import { MemcachedClient, memcachedBackend } from 'sessionmesh/memcached'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
@@ -61,6 +61,27 @@ describe('memcached backend beyond the contract', () => {
         await again.stop()
       }
     } finally {
+      await backend.close()
+      await own.stop()
+    }
+  })
+
+  it('a server that hangs (SIGSTOP) fails the call by its timeout, through the store as a 503, and is used again once it resumes', async () => {
+    const own = await memcachedServer()
+    const backend = memcachedBackend({ servers: own.servers, timeout: 300 })
+    const store = new SessionStore({ backend, timeout: 1000, retryAfter: 100 })
+    try {
+      const id = `hang${Date.now()}`
+      expect(await backend.write(id, createWrite({ set: { cookie: '{}', n: '1' } }))).toBe('ok')
+      own.process.kill('SIGSTOP')
+      const error = await store.get(id).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(StoreUnavailableError)
+      expect((error as StoreUnavailableError).status).toBe(503)
+      own.process.kill('SIGCONT')
+      await expect.poll(async () => (await store.get(id).catch(() => undefined))?.n).toBe(1)
+    } finally {
+      own.process.kill('SIGCONT')
+      await store.close()
       await backend.close()
       await own.stop()
     }
