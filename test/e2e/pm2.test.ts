@@ -212,6 +212,7 @@ describe('sessionmesh pm2: the ecosystem file under real pm2, behind nginx', () 
       expect(after.get(id)?.pid).not.toBe(before.get(id)?.pid)
     }
     expect(results.length).toBeGreaterThan(0)
+    process.stdout.write(`pm2 reload all: ${results.length} requests through nginx meanwhile\n`)
     const failed = results.filter((result) => !('status' in result) || result.status !== 200)
     expect(failed).toEqual([])
     for (const [index, browser] of browsers.entries()) {
