@@ -59,7 +59,12 @@ import {
   TOMBSTONE,
 } from './records.js'
 
-export { MemcachedClient, type MemcachedClientOptions, type MemcachedItem } from './client.js'
+export {
+  MemcachedClient,
+  type MemcachedClientOptions,
+  type MemcachedItem,
+  type StoreReply,
+} from './client.js'
 
 /** Options of {@link memcachedBackend}: `servers` or `client`. */
 export interface MemcachedBackendOptions {
