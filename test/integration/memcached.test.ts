@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { SessionStore, StoreUnavailableError } from 'sessionmesh'
 import { MemcachedClient, memcachedBackend } from 'sessionmesh/memcached'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -37,6 +38,12 @@ backendContract(
   },
 )
 
+/** The state letter in /proc/<pid>/stat: R, S, T (stopped), Z… */
+function processState(pid: number | undefined): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+}
+
 describe('memcached backend beyond the contract', () => {
   it('an outage is a StoreUnavailableError the store counts as an outage, and it recovers on the same port', async () => {
     const own = await memcachedServer()
@@ -74,6 +81,8 @@ describe('memcached backend beyond the contract', () => {
       const id = `hang${Date.now()}`
       expect(await backend.write(id, createWrite({ set: { cookie: '{}', n: '1' } }))).toBe('ok')
       own.process.kill('SIGSTOP')
+      // A signal is delivered when the process next runs: wait until it is stopped.
+      await expect.poll(() => processState(own.process.pid)).toBe('T')
       const error = await store.get(id).catch((e: unknown) => e)
       expect(error).toBeInstanceOf(StoreUnavailableError)
       expect((error as StoreUnavailableError).status).toBe(503)
