@@ -96,6 +96,29 @@ describe('memcached backend beyond the contract', () => {
     }
   })
 
+  it('keeps every key of concurrent deltas from two processes on one session (cas races, no lost update)', async () => {
+    // Two backends with their own connections, as two processes: within one the
+    // writes of a session take turns, across them only `cas` keeps them apart.
+    const [one, two] = [0, 1].map(() =>
+      memcachedBackend({ servers: server.servers, prefix: 'race:' }),
+    )
+    try {
+      const id = `race${Date.now()}`
+      await one?.write(id, createWrite())
+      const results = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          (i % 2 ? one : two)?.write(id, updateWrite({ [`k${i}`]: `${i}` })),
+        ),
+      )
+      expect(results.every((r) => r === 'ok')).toBe(true)
+      const fields = (await two?.get(id))?.fields ?? {}
+      for (let i = 0; i < 100; i++) expect(fields[`k${i}`]).toBe(`${i}`)
+    } finally {
+      await one?.close()
+      await two?.close()
+    }
+  })
+
   it('spreads sessions over several servers and finds each again', async () => {
     const [a, b] = [await memcachedServer(), await memcachedServer()]
     const backend = memcachedBackend({ servers: `${a.servers},${b.servers}`, prefix: 'two:' })

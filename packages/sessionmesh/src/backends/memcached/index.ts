@@ -49,10 +49,12 @@ import {
 import { InvalidOptionError, StoreUnavailableError } from '../../core/errors.js'
 import { MemcachedClient, type MemcachedItem } from './client.js'
 import {
-  type Decoded,
+  applied,
+  created,
   decodeRecord,
   exptime,
   metaOf,
+  readable,
   type SessionRecord,
   safeKey,
   storedOf,
@@ -115,6 +117,8 @@ class MemcachedBackend implements Backend {
   readonly #owned: boolean
   readonly #prefix: string
   readonly #tombstoneTtl: number
+  /** The last queued write of each session being written by this process. */
+  readonly #turns = new Map<string, Promise<void>>()
 
   constructor(options: MemcachedBackendOptions) {
     if (options.client && options.servers !== undefined)
@@ -145,7 +149,11 @@ class MemcachedBackend implements Backend {
     return storedOf(decoded.record)
   }
 
-  async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+  write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    return this.#inTurn(sid, () => this.#write(sid, write))
+  }
+
+  async #write(sid: string, write: SessionWrite): Promise<WriteResult> {
     const key = this.#key(sid)
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) await backoff(attempt)
@@ -169,7 +177,11 @@ class MemcachedBackend implements Backend {
     throw new Error(`memcached: session write lost ${MAX_ATTEMPTS} cas races in a row`)
   }
 
-  async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
+  touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
+    return this.#inTurn(sid, () => this.#touch(sid, touch))
+  }
+
+  async #touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
     const key = this.#key(sid)
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) await backoff(attempt)
@@ -256,6 +268,23 @@ class MemcachedBackend implements Backend {
 
   async close(): Promise<void> {
     if (this.#owned) await this.#client.close()
+  }
+
+  /**
+   * Runs the writes of one session from this process one after another: they
+   * would only make each other's `cas` fail. Other processes still race by `cas`.
+   */
+  #inTurn<T>(sid: string, step: () => Promise<T>): Promise<T> {
+    const run = (this.#turns.get(sid) ?? Promise.resolve()).then(step, step)
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    this.#turns.set(sid, settled)
+    void settled.then(() => {
+      if (this.#turns.get(sid) === settled) this.#turns.delete(sid)
+    })
+    return run
   }
 
   #key(sid: string): string {
@@ -352,45 +381,6 @@ class MemcachedBackend implements Backend {
       return changed
     })
   }
-}
-
-/** A session item as this backend reads it for a write: a record it cannot read is overwritten. */
-function readable(value: string): Decoded | undefined {
-  try {
-    return decodeRecord(value)
-  } catch {
-    return undefined
-  }
-}
-
-/** A new session's record. */
-function created(write: SessionWrite): SessionRecord {
-  const record: SessionRecord = {
-    f: { ...write.set },
-    c: write.now,
-    l: write.now,
-    e: cappedExpiry(write.expiresAt, write.now, write.maxLifetime),
-  }
-  if (write.userId !== undefined) record.u = write.userId
-  if (write.device.userAgent !== undefined) record.a = write.device.userAgent
-  if (write.device.ip !== undefined) record.i = write.device.ip
-  return record
-}
-
-/** `record` with the write's delta applied. */
-function applied(record: SessionRecord, write: SessionWrite): SessionRecord {
-  const fields = write.replace ? {} : { ...record.f }
-  Object.assign(fields, write.set)
-  for (const name of write.unset) delete fields[name]
-  const next: SessionRecord = {
-    ...record,
-    f: fields,
-    l: write.now,
-    e: cappedExpiry(write.expiresAt, record.c, write.maxLifetime),
-  }
-  if (write.userId === undefined) delete next.u
-  else next.u = write.userId
-  return next
 }
 
 /** A short, growing, jittered pause after a lost `cas`, so that racing writers spread out. */

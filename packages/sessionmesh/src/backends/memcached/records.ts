@@ -1,5 +1,11 @@
 import { createHash } from 'node:crypto'
-import { MalformedRecordError, type SessionMeta, type StoredSession } from '../../core/backend.js'
+import {
+  cappedExpiry,
+  MalformedRecordError,
+  type SessionMeta,
+  type SessionWrite,
+  type StoredSession,
+} from '../../core/backend.js'
 
 /**
  * A session as its Memcached item holds it (JSON): `f` the fields, then created,
@@ -78,4 +84,43 @@ export function metaOf(record: SessionRecord): SessionMeta {
 /** The record as the contract hands it out. */
 export function storedOf(record: SessionRecord): StoredSession {
   return { fields: { ...record.f }, meta: metaOf(record) }
+}
+
+/** A session item as this backend reads it for a write: a record it cannot read is overwritten. */
+export function readable(value: string): Decoded | undefined {
+  try {
+    return decodeRecord(value)
+  } catch {
+    return undefined
+  }
+}
+
+/** A new session's record. */
+export function created(write: SessionWrite): SessionRecord {
+  const record: SessionRecord = {
+    f: { ...write.set },
+    c: write.now,
+    l: write.now,
+    e: cappedExpiry(write.expiresAt, write.now, write.maxLifetime),
+  }
+  if (write.userId !== undefined) record.u = write.userId
+  if (write.device.userAgent !== undefined) record.a = write.device.userAgent
+  if (write.device.ip !== undefined) record.i = write.device.ip
+  return record
+}
+
+/** `record` with the write's delta applied. */
+export function applied(record: SessionRecord, write: SessionWrite): SessionRecord {
+  const fields = write.replace ? {} : { ...record.f }
+  Object.assign(fields, write.set)
+  for (const name of write.unset) delete fields[name]
+  const next: SessionRecord = {
+    ...record,
+    f: fields,
+    l: write.now,
+    e: cappedExpiry(write.expiresAt, record.c, write.maxLifetime),
+  }
+  if (write.userId === undefined) delete next.u
+  else next.u = write.userId
+  return next
 }
