@@ -4,7 +4,8 @@
  * promises (DESIGN.md) this backend keeps:
  *
  * 1. No lost updates: every write is `gets`, the delta applied, then `cas`, retried
- *    when another write got in between.
+ *    when another process's write got in between (within a process, the writes
+ *    of one session take turns).
  * 2. Destroy is final: a destroy overwrites the session's item with a tombstone,
  *    and a new session is created only with `add`, which refuses any existing item,
  *    tombstone included; a `cas` that races the destroy finds its unique changed.
