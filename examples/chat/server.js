@@ -148,11 +148,6 @@ export async function startNode(options) {
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
   })
   logger.info({ port: options.port }, 'listening')
-  // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,
-  // and `pm2 reload` takes down the next node, once this says ready. nginx still
-  // avoids a node for fail_timeout (1 s) after it refused a connection while it was
-  // down: say ready only after that, so that nginx is never left with no node.
-  if (process.send) setTimeout(() => process.send?.('ready'), READY_HOLD_MS)
 
   let closing
   const close = () => {
@@ -222,6 +217,13 @@ async function main() {
       ? { sessionMaxAge: Number(process.env.SESSION_MAX_AGE_MS) }
       : {}),
   })
+  // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,
+  // and `pm2 reload` takes down the next node, once this says ready. nginx still
+  // avoids a node for fail_timeout (1 s) after it refused a connection while it was
+  // down: say ready only after that, so that nginx is never left with no node.
+  if (process.env.pm_id !== undefined && process.send) {
+    setTimeout(() => process.send?.('ready'), READY_HOLD_MS)
+  }
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.once(signal, async () => {
       logger.info({ signal }, 'draining')
