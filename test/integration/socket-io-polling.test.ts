@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RunningMemcached } from '../../packages/sessionmesh/src/cli/memcached.js'
 import { Client, startApp, type TestApp } from '../support/express-app.js'
 import { memcachedServer } from '../support/memcached-server.js'
+import { closedByServer, connected } from '../support/sockets.js'
 
 // Two nodes sharing sessions in Memcached, which publishes no session events: a
 // revocation reaches the other node's sockets through the binding's re-check.
@@ -46,23 +47,6 @@ function open(node: Node, browser: Client): ClientSocket {
   return socket
 }
 
-function connected(socket: ClientSocket): Promise<void> {
-  return new Promise((resolve, reject) => {
-    socket.once('connect', () => resolve())
-    socket.once('connect_error', reject)
-  })
-}
-
-function closedByServer(socket: ClientSocket): Promise<string> {
-  return new Promise((resolve) => {
-    let reason = 'none'
-    socket.once('session:ended', (event: { reason: string }) => {
-      reason = event.reason
-    })
-    socket.once('disconnect', (why) => resolve(`${reason}/${why}`))
-  })
-}
-
 beforeAll(async () => {
   memcached = await memcachedServer()
 })
@@ -89,7 +73,7 @@ describe('socket.io over a backend without session events (Memcached)', () => {
     await Promise.all([connected(onB), connected(bystander)])
     const closed = closedByServer(onB)
     expect((await frank.request('POST', '/logout')).status).toBe(204)
-    expect(await closed).toBe('revoked/io server disconnect')
+    expect((await closed).reason).toBe('revoked/io server disconnect')
     // Another user's socket on the same node is left alone.
     expect(bystander.connected).toBe(true)
   })
