@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests drive for real (redis-server, nginx,
-# chromium) when they are missing. Needs root and apt-get; otherwise says what to
+# Installs the Debian packages the tests drive for real (redis-server, memcached,
+# nginx, chromium) when they are missing. Needs root and apt-get; otherwise says what to
 # install and fails.
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
+command -v memcached >/dev/null || need+=(memcached)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0

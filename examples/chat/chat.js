@@ -1,7 +1,11 @@
 // The demo's chat: socket.io sharing the HTTP session through sessionmesh, with
-// messages crossing nodes through the Redis streams adapter.
+// messages crossing nodes through the Redis streams adapter (default) or the
+// classic pub/sub one.
 
+import { createAdapter as createClassicAdapter } from '@socket.io/redis-adapter'
 import { createAdapter } from '@socket.io/redis-streams-adapter'
+import { createClient } from 'redis'
+import { parseRedisUrl } from 'sessionmesh/redis'
 import { guardPublish, shareSession, socketUser } from 'sessionmesh/socket.io'
 import { Server } from 'socket.io'
 import { ioredisFor } from './redis.js'
@@ -22,6 +26,10 @@ const MAX_TEXT = 500
  * `guardPublish` keeps the adapter's unhandled heartbeat rejections during an
  * outage from ending the process.
  *
+ * `adapter: 'classic'` uses `@socket.io/redis-adapter` (Redis pub/sub, the most
+ * installed one) on node-redis instead: what is published while Redis is away is
+ * lost for the other nodes (docs/adapters.md measures how much).
+ *
  * @param {object} options
  * @param {import('node:http').Server} options.server
  * @param {import('sessionmesh/socket.io').SessionMiddleware} options.sessionMiddleware
@@ -29,13 +37,19 @@ const MAX_TEXT = 500
  * @param {string} options.nodeId
  * @param {string} options.redisUrl
  * @param {import('pino').Logger} options.logger
+ * @param {'streams' | 'classic'} [options.adapter] default streams
  */
 export async function attachChat(options) {
   const { nodeId, logger } = options
-  // On a cluster, an ioredis Cluster: the streams adapter reads its stream there.
-  const adapterClient = guardPublish(ioredisFor(options.redisUrl))
-  adapterClient.on('error', () => {}) // the session client already logs the outage
-  const io = new Server(options.server, { adapter: createAdapter(adapterClient) })
+  const adapter = options.adapter ?? 'streams'
+  if (adapter !== 'streams' && adapter !== 'classic') {
+    throw new Error(`SESSIONMESH_ADAPTER must be streams or classic, not ${adapter}`)
+  }
+  const { adapterFactory, disconnect } =
+    adapter === 'classic'
+      ? await classicAdapter(options.redisUrl)
+      : streamsAdapter(options.redisUrl)
+  const io = new Server(options.server, { adapter: adapterFactory })
   const binding = await shareSession(io, {
     session: options.sessionMiddleware,
     store: options.store,
@@ -50,7 +64,7 @@ export async function attachChat(options) {
       io.emit('chat', { from: user, text, node: nodeId, at: Date.now() })
     })
   })
-  logger.info('chat ready')
+  logger.info({ adapter }, 'chat ready')
 
   return {
     io,
@@ -61,7 +75,53 @@ export async function attachChat(options) {
     async close() {
       await binding.close()
       io.close()
-      adapterClient.disconnect()
+      await disconnect()
+    },
+  }
+}
+
+const retryDelay = (times) => Math.min(50 * 2 ** times, 1_000)
+
+/** The streams adapter on ioredis (see {@link attachChat}). */
+function streamsAdapter(redisUrl) {
+  // On a cluster, an ioredis Cluster: the streams adapter reads its stream there.
+  const client = guardPublish(ioredisFor(redisUrl))
+  client.on('error', () => {}) // the session client already logs the outage
+  return { adapterFactory: createAdapter(client), disconnect: () => client.disconnect() }
+}
+
+/**
+ * The classic pub/sub adapter on node-redis: a publishing and a subscribed
+ * connection. On a cluster or behind Sentinel, on ioredis (classic pub/sub reaches
+ * every node of a cluster).
+ */
+async function classicAdapter(redisUrl) {
+  if (parseRedisUrl(redisUrl).kind !== 'standalone') {
+    const pub = guardPublish(ioredisFor(redisUrl))
+    const sub = pub.duplicate()
+    for (const client of [pub, sub]) client.on('error', () => {})
+    return {
+      adapterFactory: createClassicAdapter(pub, sub),
+      disconnect: () => {
+        pub.disconnect()
+        sub.disconnect()
+      },
+    }
+  }
+  const pub = guardPublish(
+    createClient({ url: redisUrl, socket: { reconnectStrategy: retryDelay } }),
+  )
+  const sub = pub.duplicate()
+  for (const client of [pub, sub]) client.on('error', () => {})
+  await Promise.all([pub.connect(), sub.connect()])
+  return {
+    adapterFactory: createClassicAdapter(pub, sub),
+    // Gracefully while Redis answers: the adapter's last UNSUBSCRIBE is still in
+    // flight, and destroy() would reject it with nobody to catch it.
+    disconnect: async () => {
+      const closed = Promise.allSettled([pub.close(), sub.close()])
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())])
+      for (const client of [pub, sub]) if (client.isOpen) client.destroy()
     },
   }
 }

@@ -2,8 +2,10 @@
 // Runs one node of the demo: `node server.js`, configured by the environment that
 // `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL (redis://,
 // redis+cluster:// or redis+sentinel://, see redis.js), SESSION_SECRET;
-// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
-// Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql or tiered,
+// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL,
+// SESSIONMESH_ADAPTER = streams (default) or classic (the chat's socket.io adapter).
+// Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql, tiered
+// or memcached (servers in MEMCACHED_SERVERS, default 127.0.0.1:11211),
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
 // and for tiered SESSIONMESH_DURABLE = postgres (default) or mysql. The table must
 // exist: `sessionmesh migrate` (or `sessionmesh up`, which runs it) creates it.
@@ -15,6 +17,7 @@ import { Server as NetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import pino from 'pino'
 import { SessionStore } from 'sessionmesh'
+import { memcachedBackend } from 'sessionmesh/memcached'
 import { openSqlBackend } from 'sessionmesh/migrate'
 import { redisBackend } from 'sessionmesh/redis'
 import { tieredBackend } from 'sessionmesh/tiered'
@@ -32,8 +35,10 @@ const KEEP_ALIVE_MS = 65_000
 const DRAIN_GRACE_MS = 1_000
 /** Longest wait for in-flight requests at shutdown before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
+/** How long after listening a node under pm2 waits to report ready (past nginx's 1 s fail_timeout). */
+const READY_HOLD_MS = 1_500
 /** The stores a node can keep sessions in. */
-const STORES = ['redis', 'postgres', 'mysql', 'tiered']
+const STORES = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
 /**
  * The session backend for `store`, over the node's Redis client and, for the SQL
@@ -43,6 +48,10 @@ const STORES = ['redis', 'postgres', 'mysql', 'tiered']
  */
 async function openBackend({ store, client, database = {} }) {
   if (store === 'redis') return { backend: redisBackend({ client }), close: async () => {} }
+  if (store === 'memcached') {
+    const backend = memcachedBackend({ servers: database.memcached ?? '127.0.0.1:11211' })
+    return { backend, close: () => backend.close() }
+  }
   const kind = store === 'tiered' ? (database.durable ?? 'postgres') : store
   const sql = await openSqlBackend({
     store: kind,
@@ -66,12 +75,14 @@ async function openBackend({ store, client, database = {} }) {
  * @param {string} [options.host] default 127.0.0.1: only nginx on this host talks to the node
  * @param {string} options.nodeId
  * @param {string} options.redisUrl
- * @param {string} [options.store] redis (default), postgres, mysql or tiered
- * @param {{ url?: string, table?: string, durable?: string }} [options.database] for the SQL stores
+ * @param {string} [options.store] redis (default), postgres, mysql, tiered or memcached
+ * @param {{ url?: string, table?: string, durable?: string, memcached?: string }} [options.database]
+ *   for the SQL stores; `memcached`: the servers for that store
  * @param {string} options.secret
  * @param {import('pino').Logger} options.logger
  * @param {string} [options.password] the demo accounts' password
  * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms
+ * @param {'streams' | 'classic'} [options.adapter] the chat's socket.io Redis adapter
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -117,16 +128,19 @@ export async function startNode(options) {
   // The chat closes a revoked session's sockets on every node when the backend
   // publishes the revocation; MySQL publishes nothing, so with it the demo serves
   // the HTTP app alone rather than a chat that would keep revoked users connected.
-  const chat = sessions.backend.subscribe
-    ? await attachChat({
-        server,
-        sessionMiddleware,
-        store: sessionStore,
-        nodeId,
-        redisUrl: options.redisUrl,
-        logger,
-      })
-    : noChat(logger, store)
+  // Memcached publishes nothing either, but the binding re-reads its sessions instead.
+  const chat =
+    sessions.backend.subscribe || store === 'memcached'
+      ? await attachChat({
+          server,
+          sessionMiddleware,
+          store: sessionStore,
+          nodeId,
+          redisUrl: options.redisUrl,
+          logger,
+          ...(options.adapter ? { adapter: options.adapter } : {}),
+        })
+      : noChat(logger, store)
   await new Promise((resolve, reject) => {
     server.once('error', reject)
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve(undefined))
@@ -192,13 +206,22 @@ async function main() {
         : {}),
       ...(process.env.SESSIONMESH_TABLE ? { table: process.env.SESSIONMESH_TABLE } : {}),
       ...(process.env.SESSIONMESH_DURABLE ? { durable: process.env.SESSIONMESH_DURABLE } : {}),
+      ...(process.env.MEMCACHED_SERVERS ? { memcached: process.env.MEMCACHED_SERVERS } : {}),
     },
     ...(process.env.HOST ? { host: process.env.HOST } : {}),
+    ...(process.env.SESSIONMESH_ADAPTER ? { adapter: process.env.SESSIONMESH_ADAPTER } : {}),
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
     ...(process.env.SESSION_MAX_AGE_MS
       ? { sessionMaxAge: Number(process.env.SESSION_MAX_AGE_MS) }
       : {}),
   })
+  // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,
+  // and `pm2 reload` takes down the next node, once this says ready. nginx still
+  // avoids a node for fail_timeout (1 s) after it refused a connection while it was
+  // down: say ready only after that, so that nginx is never left with no node.
+  if (process.env.pm_id !== undefined && process.send) {
+    setTimeout(() => process.send?.('ready'), READY_HOLD_MS)
+  }
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.once(signal, async () => {
       logger.info({ signal }, 'draining')
@@ -209,8 +232,10 @@ async function main() {
   }
 }
 
-const entry = process.argv[1] ? realpathSync(process.argv[1]) : ''
-if (entry === fileURLToPath(import.meta.url)) {
+// Run as a program, not imported by a test. Under pm2, argv[1] is pm2's own
+// container script, which imports this file; pm2 names the app's file in pm_exec_path.
+const entry = process.env.pm_exec_path ?? process.argv[1]
+if (entry && realpathSync(entry) === fileURLToPath(import.meta.url)) {
   main().catch((error) => {
     console.error(error)
     process.exit(1)

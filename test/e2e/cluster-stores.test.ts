@@ -3,7 +3,7 @@ import pg from 'pg'
 import { createClient } from 'redis'
 import { io as connect, type Socket } from 'socket.io-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Browser, Cluster, canListen, cli, freePortRange } from '../support/cluster.js'
+import { Browser, Cluster, canListen, cli, freePortRange, isAlive } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 import { MYSQL_URL, PG_URL, uniqueName } from '../support/sql.js'
 
@@ -266,5 +266,43 @@ describe('sessionmesh up with a database it cannot use', () => {
     expect(result.stderr).toContain('ECONNREFUSED')
     expect(result.stderr).not.toContain('secret')
     for (const p of [port, port + 1, port + 2]) expect(await canListen(p)).toBe(true)
+  })
+})
+
+describe('sessionmesh up --store memcached', () => {
+  let cluster: Cluster
+
+  beforeAll(async () => {
+    cluster = await Cluster.start(['--nodes', '2', '--store', 'memcached'], await freePortRange(2))
+  })
+
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  it('logs in once for both nodes, keeps kv, logs out everywhere', async () => {
+    expect(cluster.stdout).toMatch(/sessions: memcached on 127\.0\.0\.1:\d+/)
+    await sharedSessions(cluster, 'alice')
+  })
+
+  it('runs the chat, and a logout closes its socket though Memcached publishes nothing', async () => {
+    const browser = new Browser(cluster.base)
+    expect((await browser.login('bob')).status).toBe(200)
+    const socket = await chatSocket(cluster.base, browser)
+    try {
+      const ended = new Promise((resolve) => socket.once('session:ended', resolve))
+      expect((await browser.request('POST', '/api/logout')).status).toBe(204)
+      expect(await ended).toEqual({ reason: 'revoked' })
+    } finally {
+      socket.disconnect()
+    }
+  })
+
+  it('stops its private memcached when it stops', async () => {
+    const started = cluster.logs().find((line) => line.msg === 'memcached started')
+    const pid = Number(started?.memcachedPid)
+    expect(isAlive(pid)).toBe(true)
+    expect(await cluster.stop()).toBe(0)
+    expect(isAlive(pid)).toBe(false)
   })
 })

@@ -16,6 +16,7 @@ import { type Socket as ClientSocket, io as connect } from 'socket.io-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { Client, startApp } from '../support/express-app.js'
 import { RedisServer } from '../support/redis-server.js'
+import { closedByServer, connected, refused } from '../support/sockets.js'
 
 // Two nodes in one process, as two processes would be wired: each with its own
 // Redis clients, session store, HTTP app and socket.io server, sharing one private
@@ -86,31 +87,6 @@ function open(node: Node, browser?: Client): ClientSocket {
   })
   sockets.push(socket)
   return socket
-}
-
-function connected(socket: ClientSocket): Promise<void> {
-  return new Promise((resolve, reject) => {
-    socket.once('connect', () => resolve())
-    socket.once('connect_error', reject)
-  })
-}
-
-function refused(socket: ClientSocket): Promise<string> {
-  return new Promise((resolve, reject) => {
-    socket.once('connect', () => reject(new Error('connected, but should have been refused')))
-    socket.once('connect_error', (error) => resolve(error.message))
-  })
-}
-
-/** Resolves with the reason and the time the server closed the socket. */
-function closedByServer(socket: ClientSocket): Promise<{ reason: string; at: number }> {
-  return new Promise((resolve) => {
-    let reason = 'none'
-    socket.once('session:ended', (event: { reason: string }) => {
-      reason = event.reason
-    })
-    socket.once('disconnect', (why) => resolve({ reason: `${reason}/${why}`, at: Date.now() }))
-  })
 }
 
 beforeAll(async () => {

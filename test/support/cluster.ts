@@ -194,8 +194,17 @@ export function cli(
   args: string[],
   env: Record<string, string | undefined> = process.env,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runNode(CLI, args, env)
+}
+
+/** Runs a Node.js `script` to its end, with what it printed. */
+export function runNode(
+  script: string,
+  args: string[],
+  env: Record<string, string | undefined> = process.env,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(process.execPath, [script, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env,
     })

@@ -5,7 +5,7 @@ import {
   type SessionEvent,
   type SessionWrite,
 } from 'sessionmesh'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, type TestFunction, it as vitestIt } from 'vitest'
 
 /** What a backend's test file hands the contract suite. */
 export interface ContractSubject {
@@ -49,11 +49,32 @@ export function updateWrite(
 
 const sid = () => randomUUID().replaceAll('-', '')
 
+/** Options of {@link backendContract}. */
+export interface ContractOptions {
+  /**
+   * Tests this backend cannot pass, by exact title, each with the reason (shown in
+   * the skipped test's title). A title that names no test fails the suite.
+   */
+  skip?: Record<string, string>
+}
+
 /**
  * The promises every backend keeps, checked against the real thing. Each backend's
  * test file calls this once with a factory for a fresh, isolated subject.
  */
-export function backendContract(name: string, make: () => Promise<ContractSubject>): void {
+export function backendContract(
+  name: string,
+  make: () => Promise<ContractSubject>,
+  options: ContractOptions = {},
+): void {
+  const skip = options.skip ?? {}
+  const titles = new Set<string>()
+  const it = (title: string, test: TestFunction) => {
+    titles.add(title)
+    const reason = skip[title]
+    if (reason === undefined) vitestIt(title, test)
+    else vitestIt.skip(`${title} (skipped: ${reason})`, test)
+  }
   describe(`backend contract: ${name}`, () => {
     let subject: ContractSubject
     let backend: Backend
@@ -280,5 +301,8 @@ export function backendContract(name: string, make: () => Promise<ContractSubjec
       await backend.clear()
       expect(await backend.count()).toBe(0)
     })
+
+    for (const title of Object.keys(skip))
+      if (!titles.has(title)) throw new Error(`backendContract skip: no test is titled "${title}"`)
   })
 }

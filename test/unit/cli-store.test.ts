@@ -28,6 +28,18 @@ describe('sessionmesh up --store', () => {
     expect(() => parseUpArgs(['--database-url', 'postgres://h/db'])).toThrow(/need --store/)
   })
 
+  it('takes --store memcached without database flags, and --adapter streams (default) or classic', () => {
+    expect(parseUpArgs(['--store', 'memcached'])).toMatchObject({
+      store: 'memcached',
+      adapter: 'streams',
+    })
+    expect(() => parseUpArgs(['--store', 'memcached', '--table', 's'])).toThrow(
+      /sessions are in Memcached/,
+    )
+    expect(parseUpArgs(['--adapter', 'classic'])).toMatchObject({ adapter: 'classic' })
+    expect(() => parseUpArgs(['--adapter', 'sharded'])).toThrow(/--adapter must be one of/)
+  })
+
   it('migrate needs --store postgres or mysql', () => {
     expect(() => parseMigrateArgs([])).toThrow(/--store postgres or --store mysql/)
     expect(() => parseMigrateArgs(['--store', 'tiered'])).toThrow(/postgres, mysql/)

@@ -22,8 +22,12 @@ Commands:
               --redis-cluster  start a private Redis Cluster instead: 3
                                primaries and 3 replicas on free ports
               --sticky         route socket.io long-polling by session cookie
+              --adapter KIND   the demo chat's socket.io adapter: streams
+                               (default, @socket.io/redis-streams-adapter) or
+                               classic (@socket.io/redis-adapter, pub/sub)
               --store KIND     where sessions live: redis (default), postgres,
-                               mysql, or tiered (Redis over the database)
+                               mysql, tiered (Redis over the database), or
+                               memcached (a private memcached on a free port)
               --database-url URL  postgres://… or mysql://… (default: from
                                SESSIONMESH_DATABASE_URL, then MYSQL_URL (mysql,
                                tiered), then DATABASE_URL; postgres without a
@@ -50,9 +54,9 @@ Commands:
 `
 
 /** Where `sessionmesh up` keeps sessions. */
-export type StoreKind = 'redis' | 'postgres' | 'mysql' | 'tiered'
+export type StoreKind = 'redis' | 'postgres' | 'mysql' | 'tiered' | 'memcached'
 
-const STORES: readonly StoreKind[] = ['redis', 'postgres', 'mysql', 'tiered']
+const STORES: readonly StoreKind[] = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
 /** Options of `sessionmesh up`. */
 export interface UpArgs {
@@ -68,6 +72,8 @@ export interface UpArgs {
   /** `--database-url`; the environment is read later, see `resolveDatabase`. */
   databaseUrl: string | undefined
   table: string | undefined
+  /** `--adapter`: the demo chat's socket.io Redis adapter. */
+  adapter: 'streams' | 'classic'
 }
 
 /** Options of `sessionmesh migrate`. */
@@ -107,15 +113,20 @@ export function parseUpArgs(argv: string[]): UpArgs {
     store: { type: 'string' },
     'database-url': { type: 'string' },
     table: { type: 'string' },
+    adapter: { type: 'string' },
   })
   const nodes = integer('--nodes', values.nodes, 4, 1, 64)
   if (values.redis !== undefined && values['redis-cluster']) {
     throw new UsageError('--redis and --redis-cluster exclude each other: give one')
   }
   const store = oneOf('--store', values.store ?? 'redis', STORES)
-  if (store === 'redis' && (values['database-url'] !== undefined || values.table !== undefined)) {
+  const adapter = oneOf('--adapter', values.adapter ?? 'streams', ['streams', 'classic'] as const)
+  if (
+    (store === 'redis' || store === 'memcached') &&
+    (values['database-url'] !== undefined || values.table !== undefined)
+  ) {
     throw new UsageError(
-      '--database-url and --table need --store postgres, mysql or tiered (sessions are in Redis otherwise)',
+      `--database-url and --table need --store postgres, mysql or tiered (sessions are in ${store === 'redis' ? 'Redis' : 'Memcached'} otherwise)`,
     )
   }
   const port = integer('--port', values.port, 8080, 1, 65_535)
@@ -137,6 +148,7 @@ export function parseUpArgs(argv: string[]): UpArgs {
     store,
     databaseUrl: databaseUrl(values['database-url']),
     table: tableName(values.table),
+    adapter,
   }
 }
 

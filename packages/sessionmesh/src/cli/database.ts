@@ -31,7 +31,7 @@ const PG_VARIABLES = ['PGHOST', 'PGHOSTADDR', 'PGPORT', 'PGUSER', 'PGDATABASE', 
  */
 export function resolveDatabase(
   options: {
-    store: Exclude<StoreKind, 'redis'>
+    store: Exclude<StoreKind, 'redis' | 'memcached'>
     url: string | undefined
     table: string | undefined
   },

@@ -52,6 +52,13 @@ export const tools = {
     debian: 'redis-tools',
     brew: 'redis',
   },
+  memcached: {
+    command: 'memcached',
+    fallbacks: ['/usr/bin/memcached', '/usr/local/bin/memcached', '/opt/homebrew/bin/memcached'],
+    env: 'SESSIONMESH_MEMCACHED',
+    debian: 'memcached',
+    brew: 'memcached',
+  },
 } satisfies Record<string, Tool>
 
 /** Where `tool` is: its env override, then PATH, then the usual sbin places; or undefined. */

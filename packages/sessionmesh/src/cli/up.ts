@@ -7,6 +7,7 @@ import type { Logger } from 'pino'
 import type { UpArgs } from './args.js'
 import { controlPath, serveControl } from './control.js'
 import { type Database, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
+import { type RunningMemcached, startMemcached } from './memcached.js'
 import { type RunningNginx, startNginx } from './nginx.js'
 import { type RunningRedis, startRedis } from './redis.js'
 import { type RunningRedisCluster, startRedisCluster } from './redis-cluster.js'
@@ -27,8 +28,9 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   const nginxBin = requireTool(tools.nginx, say)
   const redisBin = args.redis ? undefined : requireTool(tools.redis, say)
   const redisCliBin = args.redisCluster ? requireTool(tools.redisCli, say) : undefined
+  const memcachedBin = args.store === 'memcached' ? requireTool(tools.memcached, say) : undefined
   const database: Database | undefined =
-    args.store === 'redis'
+    args.store === 'redis' || args.store === 'memcached'
       ? undefined
       : resolveDatabase({ store: args.store, url: args.databaseUrl, table: args.table })
   if (database) {
@@ -46,6 +48,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
   let redis: RunningRedis | undefined
   let redisCluster: RunningRedisCluster | undefined
+  let memcached: RunningMemcached | undefined
   let supervisor: Supervisor | undefined
   let nginx: RunningNginx | undefined
   let control: Server | undefined
@@ -55,12 +58,8 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   // dies without its handlers, still take them down with it.
   const killAll = () => {
     const clusterPids = redisCluster?.nodes.map((node) => node.process?.pid) ?? []
-    for (const pid of [
-      ...(supervisor?.pids() ?? []),
-      nginx?.process.pid,
-      redis?.process.pid,
-      ...clusterPids,
-    ]) {
+    const helpers = [nginx?.process.pid, redis?.process.pid, memcached?.process.pid, ...clusterPids]
+    for (const pid of [...(supervisor?.pids() ?? []), ...helpers]) {
       if (pid) killQuietly(pid)
     }
   }
@@ -75,6 +74,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       await supervisor?.stop()
       await redis?.stop()
       await redisCluster?.stop()
+      await memcached?.stop()
       rmSync(dir, { recursive: true, force: true })
       process.off('exit', killAll)
       logger.info('stopped')
@@ -144,12 +144,23 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       logger.info({ url: redisUrl, redisPid: redis.process.pid }, 'redis-server started')
       watch(redis.process, 'redis-server', () => stopping, fail)
     }
+    if (memcachedBin) {
+      memcached = await startMemcached(memcachedBin, await freePort())
+      if (aborted) throw new Error('stopped before ready')
+      logger.info(
+        { servers: memcached.servers, memcachedPid: memcached.process.pid },
+        'memcached started',
+      )
+      watch(memcached.process, 'memcached', () => stopping, fail)
+    }
     supervisor = new Supervisor({
       app: args.app,
       nodes: nodePorts.map((port, index) => ({ id: `node-${index + 1}`, port })),
       env: {
         REDIS_URL: redisUrl ?? '',
         ...storeEnv(args.store, database),
+        ...(memcached ? { MEMCACHED_SERVERS: memcached.servers } : {}),
+        SESSIONMESH_ADAPTER: args.adapter,
         // Every node must sign cookies with one secret; one per run unless set.
         SESSION_SECRET: process.env.SESSION_SECRET ?? randomBytes(32).toString('base64url'),
       },
@@ -196,7 +207,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   lines.push(
     database
       ? `  sessions: ${args.store}, table ${database.table} on ${describeDatabase(database)}`
-      : `  sessions: redis${redisCluster ? ' cluster' : ''}`,
+      : `  sessions: ${memcached ? `memcached on ${memcached.servers}` : `redis${redisCluster ? ' cluster' : ''}`}`,
   )
   lines.push(
     `  rolling restart: sessionmesh restart --port ${args.port} (or kill -HUP ${process.pid})`,

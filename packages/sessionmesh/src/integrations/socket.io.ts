@@ -21,7 +21,11 @@ export type SessionMiddleware = {
 export interface ShareSessionOptions {
   /** The session middleware the HTTP app uses (same cookie name and secret). */
   session: SessionMiddleware
-  /** The store behind that middleware; its backend's events reach every node. */
+  /**
+   * The store behind that middleware. When its backend publishes session events,
+   * a revocation closes sockets on every node at once; otherwise each node
+   * re-reads its sessions every `revocationCheckInterval`.
+   */
   store: SessionStore
   /**
    * Refuse sockets whose session has no user (`connect_error` with message `unauthorized`).
@@ -39,6 +43,15 @@ export interface ShareSessionOptions {
    * @default 500
    */
   expiryCheckInterval?: number
+  /**
+   * For a backend that publishes no session events (no `subscribe`: Memcached,
+   * MySQL): how often every session with sockets on this node is read again, in ms.
+   * A revocation then closes its sockets within this interval instead of at once,
+   * at the cost of one read per such session per interval on each node. Unused
+   * when the backend publishes events.
+   * @default 2000
+   */
+  revocationCheckInterval?: number
 }
 
 /**
@@ -83,8 +96,9 @@ const bindings = new WeakMap<
  * middleware runs on the handshake only; sockets without a logged-in session are
  * refused; each socket joins {@link sessionRoom} and {@link userRoom}; a session
  * destroyed, revoked, logged out or expired on any node closes its sockets on every
- * node, pushed by the store's backend events; activity on a socket keeps its
- * session alive (throttled like lazy touch).
+ * node, pushed by the store's backend events (or, for a backend without them,
+ * found by a re-read every `revocationCheckInterval`); activity on a socket keeps
+ * its session alive (throttled like lazy touch).
  *
  * Handlers read the current session with {@link readSession} and change it with
  * {@link updateSession}, which writes a delta like an HTTP request does.
@@ -104,9 +118,10 @@ export async function shareSession(
   const requireLogin = options.requireLogin ?? true
   const userIdOf = options.userId ?? passportUser
   const subscribe = store.backend.subscribe?.bind(store.backend)
-  if (!subscribe) {
+  const revocationCheckInterval = options.revocationCheckInterval ?? 2000
+  if (!(revocationCheckInterval > 0)) {
     throw new InvalidOptionError(
-      `the ${store.backend.kind} backend publishes no session events; shareSession needs them to close revoked sockets`,
+      `revocationCheckInterval must be a positive number of ms, not ${revocationCheckInterval}`,
     )
   }
   const namespace = io.of('/')
@@ -207,7 +222,7 @@ export async function shareSession(
   const onGap = (state: BusState) => {
     if (state === 'restored') for (const sid of watched.keys()) void watch(sid, 'ended')
   }
-  const unsubscribe = await subscribe(onEvent, onGap)
+  const unsubscribe = subscribe ? await subscribe(onEvent, onGap) : async () => {}
   const interval = options.expiryCheckInterval ?? 500
   const timer = setInterval(() => {
     const now = Date.now()
@@ -216,10 +231,18 @@ export async function shareSession(
     for (const [sid, missing] of recheck) void watch(sid, missing)
   }, interval)
   timer.unref()
+  // No events to push a revocation: look at every watched session again, a bounded delay.
+  const poller = subscribe
+    ? undefined
+    : setInterval(() => {
+        for (const sid of watched.keys()) if (!recheck.has(sid)) void watch(sid)
+      }, revocationCheckInterval)
+  poller?.unref()
 
   return {
     async close() {
       clearInterval(timer)
+      clearInterval(poller)
       await unsubscribe()
     },
   }
