@@ -1,32 +1,14 @@
 import { debuglog } from 'node:util'
 import type {
   Backend,
-  BusState,
   IndexedSession,
-  SessionEvent,
   SessionTouch,
   SessionWrite,
-  StoredSession,
   WriteResult,
 } from '../../core/backend.js'
-import { InvalidOptionError } from '../../core/errors.js'
-import { openBus } from './bus.js'
-import type { Connection } from './client.js'
-import {
-  bucketKey,
-  indexedSession,
-  isOutage,
-  isReply,
-  type Layout,
-  readSession,
-  Scripts,
-  ServerClock,
-  scanAll,
-  sessionKey,
-  writeArgs,
-} from './common.js'
+import { RedisBackendBase } from './base.js'
+import { bucketKey, indexedSession, isReply, sessionKey, writeArgs } from './common.js'
 import { clusterScripts as lua } from './lua.js'
-import { clearAll } from './standalone.js'
 
 const debug = debuglog('sessionmesh:redis')
 
@@ -54,27 +36,10 @@ export const JOIN_GRACE_MS = 60_000
  * Round trips: a read 1, a write or touch 1 (a login 2), a logout 2, a listing or
  * a revocation 2 to 3 (the sessions are read or destroyed in parallel).
  */
-export class ClusterRedisBackend implements Backend {
-  readonly kind = 'redis'
-  readonly #connection: Connection
-  readonly #layout: Layout
-  readonly #scripts: Scripts
-  readonly #clock: ServerClock
-
-  constructor(connection: Connection, layout: Layout) {
-    this.#connection = connection
-    this.#layout = layout
-    this.#scripts = new Scripts(connection.send)
-    this.#clock = new ServerClock(connection.send)
-  }
-
-  get(sid: string): Promise<StoredSession | null> {
-    return readSession(this.#connection.send, sessionKey(this.#layout.prefix, sid))
-  }
-
+export class ClusterRedisBackend extends RedisBackendBase implements Backend {
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
     const keys = this.#keys(sid)
-    const deadline = await this.#clock.convert(write.deadline)
+    const deadline = await this.clock.convert(write.deadline)
     const user = write.userId ?? ''
     let joined = ''
     // A new session that belongs to a user is a login: join first, as the script
@@ -83,12 +48,12 @@ export class ClusterRedisBackend implements Backend {
       await this.#join(user, sid, deadline, write.now)
       joined = user
     }
-    const prefix = this.#layout.prefix
-    let reply = await this.#run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
+    const prefix = this.layout.prefix
+    let reply = await this.run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
     if (first(reply) === 2) {
       await this.#join(user, sid, deadline, write.now)
       joined = user
-      reply = await this.#run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
+      reply = await this.run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
     }
     if (first(reply) !== 1) return 'gone'
     const previous = second(reply)
@@ -102,24 +67,24 @@ export class ClusterRedisBackend implements Backend {
       String(touch.now),
       String(Math.floor(touch.expiresAt)),
       String(touch.maxLifetime),
-      await this.#clock.convert(touch.deadline),
+      await this.clock.convert(touch.deadline),
     ]
-    const result = await this.#run(lua.touch, [sessionKey(this.#layout.prefix, sid)], args)
+    const result = await this.run(lua.touch, [sessionKey(this.layout.prefix, sid)], args)
     return result === 1 ? 'ok' : 'gone'
   }
 
   async destroy(sid: string, deadline?: number): Promise<void> {
-    const reply = await this.#destroyOne(sid, await this.#clock.convert(deadline), '')
+    const reply = await this.#destroyOne(sid, await this.clock.convert(deadline), '')
     const user = second(reply)
     if (user !== '') await this.#leave(user, [[sid, '']]).catch(ignore)
   }
 
   async listUser(userId: string, now: number): Promise<IndexedSession[]> {
     const entries = await this.#members(userId)
-    const send = this.#connection.send
+    const send = this.connection.send
     const rows = await Promise.all(
       Object.entries(entries).map(async ([sid, joinedAt]) => {
-        const key = sessionKey(this.#layout.prefix, sid)
+        const key = sessionKey(this.layout.prefix, sid)
         const meta = (await send(key, ['HMGET', key, 'c', 'l', 'e', 'a', 'i', 'u']).catch(
           (error: unknown) => {
             // A key of another type is no live session of this user; anything else is.
@@ -143,7 +108,7 @@ export class ClusterRedisBackend implements Backend {
   }
 
   async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
-    const until = await this.#clock.convert(deadline)
+    const until = await this.clock.convert(deadline)
     const targets = Object.keys(await this.#members(userId)).filter((sid) => sid !== except)
     const replies = await Promise.all(targets.map((sid) => this.#destroyOne(sid, until, userId)))
     const destroyed = targets.filter((_, i) => first(replies[i]) === 1)
@@ -157,61 +122,27 @@ export class ClusterRedisBackend implements Backend {
     return destroyed
   }
 
-  async count(): Promise<number> {
-    return (await this.ids()).length
-  }
-
-  async ids(): Promise<string[]> {
-    const ids = new Set<string>()
-    const start = this.#layout.prefix.length + 2
+  ids(): Promise<string[]> {
     // Tombstones share the session keys' names here: keep the keys that hold a session.
-    const pattern = `${this.#layout.prefix}s:*`
-    await scanAll(await this.#connection.primaries(), pattern, async (keys, send) => {
+    return this.scanIds(async (keys, send) => {
       const live = await Promise.all(keys.map((key) => send(['HEXISTS', key, 'c']).catch(() => 0)))
-      keys.forEach((key, i) => {
-        if (Number(live[i]) === 1) ids.add(key.slice(start))
-      })
+      return live.map((n) => Number(n) === 1)
     })
-    return [...ids]
-  }
-
-  async clear(): Promise<void> {
-    await clearAll(this.#connection, this.#layout.prefix)
-  }
-
-  subscribe(
-    listener: (event: SessionEvent) => void,
-    onGap?: (state: BusState) => void,
-  ): Promise<() => Promise<void>> {
-    return openBus({
-      connection: this.#connection,
-      channel: `${this.#layout.prefix}events`,
-      listener,
-      onGap,
-    })
-  }
-
-  isOutage(error: unknown): boolean {
-    return !(error instanceof InvalidOptionError) && isOutage(error)
-  }
-
-  async close(): Promise<void> {
-    // The client belongs to the application; subscribers are closed by their own handles.
   }
 
   #keys(sid: string): [string] {
-    return [sessionKey(this.#layout.prefix, sid)]
+    return [sessionKey(this.layout.prefix, sid)]
   }
 
   #destroyOne(sid: string, deadline: string, expectedUser: string): Promise<unknown> {
-    const { prefix, tombstoneTtl } = this.#layout
+    const { prefix, tombstoneTtl } = this.layout
     const args = [`${prefix}events`, sid, tombstoneTtl, deadline, expectedUser]
-    return this.#run(lua.destroy, this.#keys(sid), args)
+    return this.run(lua.destroy, this.#keys(sid), args)
   }
 
   async #join(user: string, sid: string, deadline: string, now: number): Promise<void> {
-    const bucket = bucketKey(this.#layout, user)
-    const reply = await this.#run(lua.join, [bucket], [user, sid, deadline, String(now)])
+    const bucket = bucketKey(this.layout, user)
+    const reply = await this.run(lua.join, [bucket], [user, sid, deadline, String(now)])
     // Upkeep, off the request's path: the user's other sessions, and two other
     // users of the bucket (for users who never come back: buckets have no TTL here).
     const [own, others] = Array.isArray(reply) ? reply : []
@@ -226,8 +157,8 @@ export class ClusterRedisBackend implements Backend {
 
   /** Drops the entries of `user` older than the grace period whose session is gone. */
   #sweep(user: string, entries: Entries, now: number, skip: string): void {
-    const send = this.#connection.send
-    const { prefix } = this.#layout
+    const send = this.connection.send
+    const { prefix } = this.layout
     const old = Object.entries(entries).filter(
       ([sid, at]) => sid !== skip && now - at > JOIN_GRACE_MS,
     )
@@ -253,7 +184,7 @@ export class ClusterRedisBackend implements Backend {
 
   /** Drops `[sid, joinedAt]` entries; a joinedAt of '' drops the id whenever it joined. */
   #leave(user: string, entries: Array<[string, string]>): Promise<unknown> {
-    return this.#run(lua.leave, [bucketKey(this.#layout, user)], [user, ...entries.flat()])
+    return this.run(lua.leave, [bucketKey(this.layout, user)], [user, ...entries.flat()])
   }
 
   #leaveLater(user: string, entries: Array<[string, string]>): void {
@@ -261,16 +192,7 @@ export class ClusterRedisBackend implements Backend {
   }
 
   async #members(user: string): Promise<Entries> {
-    return entriesOf(await this.#run(lua.members, [bucketKey(this.#layout, user)], [user]))
-  }
-
-  async #run(source: string, keys: string[], args: string[]): Promise<unknown> {
-    try {
-      return await this.#scripts.run(source, keys, args)
-    } catch (error) {
-      if (isOutage(error)) this.#connection.repair()
-      throw error
-    }
+    return entriesOf(await this.run(lua.members, [bucketKey(this.layout, user)], [user]))
   }
 }
 
