@@ -8,9 +8,10 @@ export type SessionData = Record<string, unknown>
  * Encodes each top-level key of a session on its own, so that a save can compare
  * key by key with what was loaded and write only what changed.
  *
- * The cookie's `expires` is left out: express-session moves it on every request,
- * and the backend's `expiresAt` already says when the session ends. Storing it
- * would turn every request into a write.
+ * The cookie's `expires` is left out when the cookie has a `maxAge`:
+ * express-session moves it on every request, and the backend's `expiresAt` already
+ * says when the session ends; storing it would turn every request into a write. An
+ * absolute `expires` (no `maxAge`) does not move, and is kept.
  */
 export function encodeSession(session: object): Record<string, string> {
   const plain = hasToJSON(session) ? session.toJSON() : session
@@ -52,6 +53,9 @@ function encodeCookie(cookie: unknown): string | undefined {
   if (!isObject(cookie)) return stringify('cookie', cookie)
   const plain = hasToJSON(cookie) ? cookie.toJSON() : cookie
   if (!isObject(plain)) return stringify('cookie', plain)
+  if (typeof plain.originalMaxAge !== 'number' && plain.expires != null) {
+    return stringify('cookie', plain)
+  }
   const { expires: _expires, ...rest } = plain
   return stringify('cookie', rest)
 }

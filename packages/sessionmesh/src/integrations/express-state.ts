@@ -120,7 +120,9 @@ export class RequestState implements SessionHost {
   }
 
   async regenerate(session: Session): Promise<void> {
-    await this.#c.source.destroy(session.id)
+    // A session never stored (no snapshot) has nothing to destroy: writing a
+    // tombstone for it would be a write any anonymous request can cause.
+    if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id)
     this.#destroyedId = session.id
     this.generate(false)
   }
@@ -128,7 +130,7 @@ export class RequestState implements SessionHost {
   async destroy(session: Session): Promise<void> {
     const req = this.#req
     if (req.session === session) delete req.session
-    await this.#c.source.destroy(session.id)
+    if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id)
     this.#destroyedId = session.id
   }
 
@@ -208,7 +210,14 @@ export class RequestState implements SessionHost {
     const session = req.session
     if (!(session instanceof Session)) {
       const sid = req.sessionID
-      if (session == null && this.#c.unsetDestroy && sid !== undefined && !this.#degraded) {
+      const stored = this.#snapshotOwner?.id === sid
+      if (
+        session == null &&
+        this.#c.unsetDestroy &&
+        sid !== undefined &&
+        stored &&
+        !this.#degraded
+      ) {
         this.#destroyedId = sid
         return this.#c.source.destroy(sid)
       }
