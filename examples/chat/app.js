@@ -244,7 +244,9 @@ export function sameOriginOnly(logger) {
     if (SAFE_METHODS.has(req.method)) return next()
     const site = req.get('sec-fetch-site')
     const origin = req.get('origin')
-    if (site !== undefined ? site === 'same-origin' : origin === undefined || sameHost(req, origin)) {
+    if (
+      site !== undefined ? site === 'same-origin' : origin === undefined || sameHost(req, origin)
+    ) {
       return next()
     }
     logger.warn({ path: req.path, site, origin }, 'cross-origin request refused')

@@ -1,10 +1,9 @@
-import { createServer, type Server } from 'node:http'
+import { createServer, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import pino from 'pino'
 import { type BrowserContext, chromium, type Browser as Playwright } from 'playwright-core'
 import { SessionStore } from 'sessionmesh'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createApp } from '../../examples/chat/app.js'
 
 // Issue 11, item 7, in Debian's Chromium: the demo app (its own createApp, on the
 // memory store) on 127.0.0.1:A, and pages of an attacker on another site
@@ -59,7 +58,14 @@ async function visitAttacker(ctx: BrowserContext, url: string, path: string): Pr
   page.close().catch(() => {})
 }
 
+/** The demo's app factory (plain JS, loaded by path so that tsc does not type it). */
+interface DemoModule {
+  createApp(options: Record<string, unknown>): { app: RequestListener }
+}
+const DEMO_APP = '../../examples/chat/app.js'
+
 beforeAll(async () => {
+  const { createApp } = (await import(DEMO_APP)) as DemoModule
   const store = new SessionStore()
   const { app: demo } = createApp({
     store,
