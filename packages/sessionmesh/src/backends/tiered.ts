@@ -2,6 +2,7 @@ import { debuglog } from 'node:util'
 import {
   type Backend,
   type BusState,
+  type CallOptions,
   type IndexedSession,
   MalformedRecordError,
   type SessionEvent,
@@ -140,7 +141,7 @@ class Tiered implements TieredBackend {
   }
 
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
-    const result = await this.#durable.write(sid, write)
+    const result = await this.#durable.write(sid, this.#durableDeadline(write))
     if (result === 'gone') {
       // The durable tier says the session is dead: no cached copy may outlive it.
       await this.#onCache(sid, (cache) => cache.destroy(sid))
@@ -163,18 +164,24 @@ class Tiered implements TieredBackend {
     return result
   }
 
-  async destroy(sid: string): Promise<void> {
-    await this.#durable.destroy(sid)
-    await this.#onCache(sid, (cache) => cache.destroy(sid))
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    await this.#durable.destroy(sid, this.#durableDeadline(options))
+    await this.#onCache(sid, (cache) => cache.destroy(sid, options))
   }
 
   listUser(userId: string, now: number): Promise<IndexedSession[]> {
     return this.#durable.listUser(userId, now)
   }
 
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
-    const destroyed = await this.#durable.destroyUser(userId, except)
-    await Promise.all(destroyed.map((sid) => this.#onCache(sid, (cache) => cache.destroy(sid))))
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
+    const destroyed = await this.#durable.destroyUser(
+      userId,
+      except,
+      this.#durableDeadline(options),
+    )
+    await Promise.all(
+      destroyed.map((sid) => this.#onCache(sid, (cache) => cache.destroy(sid, options))),
+    )
     return destroyed
   }
 
@@ -211,6 +218,16 @@ class Tiered implements TieredBackend {
   async close(): Promise<void> {
     clearTimeout(this.#repairTimer)
     await Promise.all([this.#cache.close(), this.#durable.close()])
+  }
+
+  /**
+   * The durable tier must be done before the cache call that follows it (at most
+   * `cacheTimeout`) would take the whole call past the caller's deadline.
+   */
+  #durableDeadline<T extends CallOptions>(options: T): T {
+    return options.deadline === undefined
+      ? options
+      : { ...options, deadline: options.deadline - this.#timeout }
   }
 
   /** Puts the durable tier's copy into the cache, and checks it did not change meanwhile. */

@@ -53,6 +53,20 @@ export interface SessionWrite {
   userId: string | undefined
   /** Recorded only when the write creates the session. */
   device: { userAgent?: string; ip?: string }
+  /** See {@link CallOptions.deadline}. */
+  deadline?: number
+}
+
+/** What the store tells a backend about one call. */
+export interface CallOptions {
+  /**
+   * Epoch ms after which the caller may already have reported this call as failed
+   * (its `timeout`, less a margin for the reply). A backend that can must not apply
+   * a write or destroy that reaches its server at or after this time, so that a
+   * reported failure means nothing was written. Compared with the server's clock:
+   * keep clocks in sync (NTP).
+   */
+  deadline?: number
 }
 
 /** `gone`: the session was destroyed or had expired, and nothing was written. */
@@ -99,11 +113,11 @@ export interface Backend {
   /** Extends the expiry of an existing session; never creates one. */
   touch(sid: string, touch: SessionTouch): Promise<WriteResult>
   /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */
-  destroy(sid: string): Promise<void>
+  destroy(sid: string, options?: CallOptions): Promise<void>
   /** The live sessions of a user; expired entries are pruned on the way. */
   listUser(userId: string, now: number): Promise<IndexedSession[]>
   /** Destroys every session of a user except `except`, atomically; returns the ids destroyed. */
-  destroyUser(userId: string, except?: string): Promise<string[]>
+  destroyUser(userId: string, except?: string, options?: CallOptions): Promise<string[]>
   /** Number of live sessions. May scan: meant for tools, not for requests. */
   count(): Promise<number>
   /** Removes every session this backend holds (its prefix or table only). */
@@ -122,6 +136,18 @@ export interface Backend {
   isOutage?(error: unknown): boolean
   /** Releases what the backend itself opened (not a client it was given). */
   close(): Promise<void>
+}
+
+/**
+ * The backend's server received a write or destroy after its
+ * {@link CallOptions.deadline} and applied nothing. An outage: by then the caller
+ * has reported the call as failed, or is about to.
+ */
+export class LateCallError extends Error {
+  constructor(kind: string, operation: string) {
+    super(`${kind} received the ${operation} after its deadline and applied nothing`)
+    this.name = 'LateCallError'
+  }
 }
 
 /**

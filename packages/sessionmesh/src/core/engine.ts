@@ -216,7 +216,7 @@ export class SessionEngine {
     near?.expectOwnWrite(sid, now)
     let result: WriteResult
     try {
-      result = await this.call('set', () => this.backend.write(sid, write))
+      result = await this.call('set', (deadline) => this.backend.write(sid, { ...write, deadline }))
     } catch (error) {
       near?.ownWriteFailed(sid)
       if (this.failOpen && error instanceof StoreUnavailableError) return undefined
@@ -289,22 +289,22 @@ export class SessionEngine {
   /** Destroys a session everywhere, this process's near cache first. */
   async destroy(sid: string): Promise<void> {
     this.near?.forget(sid)
-    await this.call('destroy', () => this.backend.destroy(sid))
+    await this.call('destroy', (deadline) => this.backend.destroy(sid, { deadline }))
     // Again: a load that began before the destroy may have filled the cache meanwhile.
     this.near?.forget(sid)
   }
 
   /** Destroys every session of a user but `except`; returns the ids destroyed. */
   async destroyUser(userId: string, except?: string): Promise<string[]> {
-    const ids = await this.call('revokeUserSessions', () =>
-      this.backend.destroyUser(userId, except),
+    const ids = await this.call('revokeUserSessions', (deadline) =>
+      this.backend.destroyUser(userId, except, { deadline }),
     )
     for (const id of ids) this.near?.forget(id)
     return ids
   }
 
   /** Runs one backend call under the timeout and breaker, reporting failures. */
-  async call<T>(operation: string, call: () => Promise<T>): Promise<T> {
+  async call<T>(operation: string, call: (deadline: number) => Promise<T>): Promise<T> {
     try {
       return await this.#guard.run(call)
     } catch (error) {
