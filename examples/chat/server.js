@@ -31,6 +31,8 @@ const KEEP_ALIVE_MS = 65_000
 const DRAIN_GRACE_MS = 1_000
 /** Longest wait for in-flight requests at shutdown before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
+/** Longest wait for the chat and the store to close once requests are done. */
+const CLEANUP_TIMEOUT_MS = 2_000
 /** The stores a node can keep sessions in. */
 const STORES = ['redis', 'postgres', 'mysql', 'tiered']
 
@@ -148,9 +150,25 @@ export async function startNode(options) {
       setTimeout(() => server.closeIdleConnections(), DRAIN_GRACE_MS).unref()
       setTimeout(() => server.closeAllConnections(), SHUTDOWN_TIMEOUT_MS).unref()
     }).then(async () => {
-      await chat.close()
-      await sessionStore.close()
-      await sessions.close()
+      // With the store down, closing the chat's adapter or a pool can wait for it
+      // forever: give them a bounded time, then let go.
+      const cleanup = (async () => {
+        await chat.close()
+        await sessionStore.close()
+        await sessions.close()
+      })()
+      const bound = new Promise((resolve) =>
+        setTimeout(resolve, CLEANUP_TIMEOUT_MS, 'timeout').unref(),
+      )
+      const outcome = await Promise.race([
+        cleanup.then(
+          () => 'closed',
+          (error) => error,
+        ),
+        bound,
+      ])
+      if (outcome !== 'closed')
+        logger.warn({ err: String(outcome) }, 'closing the store did not finish; exiting anyway')
       // Nothing is in flight any more; close() would wait for a Redis that may be gone.
       client.destroy()
     })

@@ -8,7 +8,7 @@ import type { UpArgs } from './args.js'
 import { controlPath, serveControl } from './control.js'
 import { type Database, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { type RunningNginx, startNginx } from './nginx.js'
-import { type RunningRedis, startRedis } from './redis.js'
+import { type SupervisedRedis, superviseRedis } from './redis-supervisor.js'
 import { Supervisor } from './supervisor.js'
 import { assertPortFree, freePort, requireTool, tools, UsageError } from './system.js'
 
@@ -42,7 +42,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   }
 
   const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
-  let redis: RunningRedis | undefined
+  let redis: SupervisedRedis | undefined
   let supervisor: Supervisor | undefined
   let nginx: RunningNginx | undefined
   let control: Server | undefined
@@ -51,7 +51,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   // Children run in their own process groups (see Supervisor): if this process
   // dies without its handlers, still take them down with it.
   const killAll = () => {
-    for (const pid of [...(supervisor?.pids() ?? []), nginx?.process.pid, redis?.process.pid]) {
+    for (const pid of [...(supervisor?.pids() ?? []), nginx?.process.pid, redis?.pid()]) {
       if (pid) killQuietly(pid)
     }
   }
@@ -108,11 +108,11 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
     if (!redisUrl && redisBin) {
       const redisDir = join(dir, 'redis')
       mkdirSync(redisDir)
-      redis = await startRedis(redisBin, await freePort(), redisDir)
+      // Supervised like a node: restarted if it dies (see redis-supervisor.ts).
+      redis = await superviseRedis(redisBin, await freePort(), redisDir, logger)
       redisUrl = redis.url
       if (aborted) throw new Error('stopped before ready')
-      logger.info({ url: redisUrl, redisPid: redis.process.pid }, 'redis-server started')
-      watch(redis.process, 'redis-server', () => stopping, fail)
+      logger.info({ url: redisUrl, redisPid: redis.pid() }, 'redis-server started')
     }
     supervisor = new Supervisor({
       app: args.app,
