@@ -28,7 +28,14 @@ export function decodeSession(stored: StoredSession): SessionData {
   const session: SessionData = {}
   for (const [key, value] of Object.entries(stored.fields)) {
     try {
-      session[key] = JSON.parse(value)
+      // defineProperty, not assignment: a key named `__proto__` is data like any
+      // other, and must not replace the session object's prototype.
+      Object.defineProperty(session, key, {
+        value: JSON.parse(value),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      })
     } catch (cause) {
       throw new MalformedRecordError(`field ${JSON.stringify(key)} is not JSON`, { cause })
     }
