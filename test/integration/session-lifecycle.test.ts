@@ -29,7 +29,8 @@ type Middleware = 'express-session' | 'sessionmesh/express'
 async function startApp(kind: Middleware, prefix: string) {
   const client = await connect()
   const backend = redisBackend({ client, prefix })
-  const store = new SessionStore({ backend })
+  // A generous timeout: on a loaded machine a 300 ms one turns some calls into 503s.
+  const store = new SessionStore({ backend, timeout: 5_000 })
   const options = {
     secret: 'lifecycle secret',
     resave: false,
@@ -41,7 +42,7 @@ async function startApp(kind: Middleware, prefix: string) {
   app.use(
     kind === 'express-session'
       ? expressSession({ ...options, store })
-      : smSession({ ...options, backend }),
+      : smSession({ ...options, backend, timeout: 5_000 }),
   )
   const auth = testPassport()
   app.use(auth.session())

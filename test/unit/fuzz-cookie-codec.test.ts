@@ -80,7 +80,10 @@ describe('fuzz: cookie parsing', () => {
             .map(([name, value, quoted]) => `${name}=${quoted ? `"${value}"` : value}`)
             .join(separator)
           const [name] = pairs[pick % pairs.length] as [string, string, boolean]
-          expect(readCookie(header, name)).toBe(cookiePackage.parse(header)[name])
+          const parsed = cookiePackage.parse(header)
+          expect(readCookie(header, name)).toBe(
+            Object.hasOwn(parsed, name) ? parsed[name] : undefined,
+          )
         },
       ),
       FUZZ,
@@ -93,7 +96,7 @@ describe('fuzz: cookie parsing', () => {
         expect(() => readCookie(junk, name)).not.toThrow()
         const written = serializeCookie(name, value, { path: '/', httpOnly: true })
         const pair = written.slice(0, written.indexOf(';'))
-        expect(readCookie(`${junk.replaceAll(/[;=]/g, '')}x=1; ${pair}`, name)).toBe(
+        expect(readCookie(`${junk.replaceAll(/[;=]/g, '')}; x=1; ${pair}`, name)).toBe(
           name === 'x' ? '1' : value,
         )
       }),
@@ -104,7 +107,7 @@ describe('fuzz: cookie parsing', () => {
 
 /** A session's top-level keys: any JSON value, under any key but `cookie`. */
 const sessionData = fc.dictionary(
-  fc.string({ maxLength: 12 }).filter((key) => key !== 'cookie'),
+  fc.string({ maxLength: 12 }).filter((key) => key !== 'cookie' && key !== '__proto__'),
   fc.jsonValue({ maxDepth: 3 }),
   { maxKeys: 8 },
 )
@@ -135,6 +138,27 @@ describe('fuzz: session codec', () => {
             (sum, [key, value]) => sum + Buffer.byteLength(key) + Buffer.byteLength(value),
             0,
           ),
+        )
+      }),
+      FUZZ,
+    )
+  })
+
+  it('a key named __proto__ is refused on the way in, and kept as plain data on the way out (it replaced the prototype)', () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 2 }), (value) => {
+        const session = JSON.parse(`{"__proto__": ${JSON.stringify(value)}}`) as object
+        expect(() => encodeSession({ ...session, cookie: {} })).toThrow(
+          expect.objectContaining({ code: 'SESSIONMESH_SESSION_NOT_SERIALIZABLE' }),
+        )
+        // A record written by something else may still hold one.
+        const decoded = decodeSession({
+          fields: JSON.parse(`{"__proto__": ${JSON.stringify(JSON.stringify(value))}}`),
+          meta: { createdAt: 0, lastSeenAt: 0, expiresAt: 1 },
+        })
+        expect(Object.getPrototypeOf(decoded)).toBe(Object.prototype)
+        expect(Object.getOwnPropertyDescriptor(decoded, '__proto__')?.value).toEqual(
+          JSON.parse(JSON.stringify(value)),
         )
       }),
       FUZZ,

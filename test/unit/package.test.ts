@@ -7,7 +7,9 @@ const root = join(import.meta.dirname, '..', '..')
 const pkgDir = join(root, 'packages', 'sessionmesh')
 
 describe('the published package', () => {
-  it('ships a README and the MIT LICENSE its package.json names (the tarball had neither)', () => {
+  it('ships a README and the MIT LICENSE its package.json names (the tarball had neither)', {
+    timeout: 60_000,
+  }, () => {
     const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
       cwd: pkgDir,
       encoding: 'utf8',

@@ -14,6 +14,7 @@ import {
   type CleanupResult,
   DEFAULT_TABLE,
   decodeRow,
+  isLate,
   NETWORK_ERRORS,
   type ResolvedSqlOptions,
   resolveSqlOptions,
@@ -396,11 +397,6 @@ export function isMysqlOutage(error: unknown): boolean {
  */
 function onTimeSql(deadline: number | undefined): string {
   return deadline === undefined ? 'TRUE' : `UNIX_TIMESTAMP(SYSDATE(3)) * 1000 < ${int(deadline)}`
-}
-
-/** True once `deadline` (epoch ms) has passed on this process's clock. */
-function isLate(deadline: number | undefined): boolean {
-  return deadline !== undefined && Date.now() >= deadline
 }
 
 /** Numbers are spliced into the SQL text only after this check. */

@@ -17,6 +17,7 @@ import {
   type CleanupResult,
   DEFAULT_TABLE,
   decodeRow,
+  isLate,
   NETWORK_ERRORS,
   type ResolvedSqlOptions,
   resolveSqlOptions,
@@ -453,11 +454,6 @@ function statements(t: string, notify: boolean) {
       SELECT id FROM ${t} WHERE expires_at <= $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED
     ) AND expires_at <= $1::bigint`,
   }
-}
-
-/** True once `deadline` (epoch ms) has passed on this process's clock. */
-function isLate(deadline: number | undefined): boolean {
-  return deadline !== undefined && Date.now() >= deadline
 }
 
 function eventJson(type: SessionEvent['type'], sid: string): string {

@@ -17,6 +17,16 @@ export function encodeSession(session: object): Record<string, string> {
   const plain = hasToJSON(session) ? session.toJSON() : session
   const fields: Record<string, string> = {}
   for (const [key, value] of Object.entries(plain as SessionData)) {
+    if (key === '__proto__') {
+      // Only an own key made by JSON.parse or a spread gets here. Records and deltas
+      // are plain objects all the way to the backends, where assigning this key
+      // would silently drop it: refuse it instead of losing it.
+      throw new SessionMeshError(
+        ErrorCode.SESSION_NOT_SERIALIZABLE,
+        'session key "__proto__" cannot be stored; the stored version was kept',
+        500,
+      )
+    }
     const encoded = key === 'cookie' ? encodeCookie(value) : stringify(key, value)
     if (encoded !== undefined) fields[key] = encoded
   }

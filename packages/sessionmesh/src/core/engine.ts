@@ -15,6 +15,7 @@ import {
   SessionTooLargeError,
   StoreUnavailableError,
 } from './errors.js'
+import { cookieExpires, sessionExpiry } from './expiry.js'
 import { Guard } from './guard.js'
 import type { NearCache } from './near-cache.js'
 import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
@@ -332,13 +333,7 @@ export class SessionEngine {
    * on purpose (`maxAge = 0`, an `expires` in the past).
    */
   expiryOf(session: object, now = Date.now()): number {
-    const cookie = (session as { cookie?: CookieLike }).cookie
-    if (typeof cookie !== 'object' || cookie === null) return now + this.#ttl
-    const expires = cookieExpires(cookie)
-    if (expires !== undefined && expires <= now) return expires
-    const maxAge = cookie.originalMaxAge ?? cookie.maxAge
-    if (typeof maxAge === 'number' && Number.isFinite(maxAge)) return now + maxAge
-    return expires ?? now + this.#ttl
+    return sessionExpiry(session, now, this.#ttl)
   }
 
   /** The user a session belongs to; an empty string is no user (see `userId` in the README). */
@@ -354,7 +349,7 @@ export class SessionEngine {
       if (typeof data.cookie !== 'object' || data.cookie === null) {
         throw new MalformedRecordError('it has no cookie')
       }
-      const expires = cookieExpires(data.cookie as CookieLike)
+      const expires = cookieExpires(data.cookie)
       // An absolute `expires` stored with the cookie is honoured even where the
       // backend's own expiry is later (a record another store wrote, an older release).
       if (expires !== undefined && expires <= Date.now()) {
@@ -380,23 +375,6 @@ export function passportUser(session: SessionData): string | undefined {
   const user = passport?.user
   if (typeof user === 'number') return String(user)
   return typeof user === 'string' && user !== '' ? user : undefined
-}
-
-/** The cookie fields a session's lifetime is read from (express-session's Cookie, or its JSON). */
-interface CookieLike {
-  expires?: unknown
-  originalMaxAge?: unknown
-  maxAge?: unknown
-}
-
-/** A cookie's `expires` in epoch ms (a Date, or the ISO string of its JSON), if it has a valid one. */
-function cookieExpires(cookie: CookieLike): number | undefined {
-  const { expires } = cookie
-  if (!(expires instanceof Date || typeof expires === 'string' || typeof expires === 'number')) {
-    return undefined
-  }
-  const at = new Date(expires).getTime()
-  return Number.isFinite(at) ? at : undefined
 }
 
 /** 48 random bits: unique per write for all practical purposes, 8 cookie-safe characters. */
