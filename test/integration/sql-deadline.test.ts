@@ -46,7 +46,7 @@ function stallSuite(name: string, make: () => Promise<Subject>): void {
       // statement is on the wire when the link stalls (and no breaker interferes).
       const [writer, destroyer, revoker] = await Promise.all(
         [0, 1, 2].map(
-          async () => new SessionStore({ backend: await subject.stalled(), timeout: 300 }),
+          async () => new SessionStore({ backend: await subject.stalled(), timeout: 1_000 }),
         ),
       )
       await writer?.set('deadline-a', { cookie, n: 1 })

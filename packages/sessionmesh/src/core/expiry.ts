@@ -9,15 +9,17 @@ interface CookieLike {
 
 /**
  * When a write or touch made at `now` makes the session end: now + its cookie's
- * `maxAge`; for a cookie with an absolute `expires` and no `maxAge`, that
- * `expires`; else now + `ttl`. At or before `now` means the cookie was expired on
- * purpose (`maxAge = 0`, an `expires` in the past).
+ * `originalMaxAge` (its `maxAge` if it has none); for a cookie with an absolute
+ * `expires` and no `maxAge`, that `expires`; else now + `ttl`. At or before `now`
+ * means the cookie was expired on purpose: setting `maxAge = 0` or an `expires` in
+ * the past also sets `originalMaxAge` to what is left, 0 or less (express-session's
+ * Cookie and ours). A stale `expires` on a cookie with a positive `originalMaxAge`
+ * (a session saved from a socket long after its request) is not an expiry.
  */
 export function sessionExpiry(session: object, now: number, ttl: number): number {
   const cookie = (session as { cookie?: unknown }).cookie
   if (typeof cookie !== 'object' || cookie === null) return now + ttl
   const expires = cookieExpires(cookie)
-  if (expires !== undefined && expires <= now) return expires
   const { originalMaxAge, maxAge } = cookie as CookieLike
   const lifetime = originalMaxAge ?? maxAge
   if (typeof lifetime === 'number' && Number.isFinite(lifetime)) return now + lifetime
