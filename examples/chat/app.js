@@ -124,9 +124,21 @@ export function createApp(options) {
       },
     }),
   )
+  // Before the session is even loaded: a state-changing request from another
+  // origin is refused, so that no other site (nor a page on another port of this
+  // host) can log a visitor in, out, or revoke their sessions with their cookie.
+  app.use('/api', sameOriginOnly(logger))
   app.use('/api', express.json({ strict: false, limit: '16kb' }), sessionMiddleware, auth.session())
 
   app.post('/api/login', (req, res, next) => {
+    // passport-local also reads the query string; credentials there end up in
+    // access logs and make a cross-site form login possible. The JSON body only.
+    const { username, password } = req.is('application/json') ? (req.body ?? {}) : {}
+    if (typeof username !== 'string' || typeof password !== 'string' || hasCredentials(req.query)) {
+      return res
+        .status(400)
+        .json({ error: 'send {"username", "password"} as a JSON body, and nothing in the URL' })
+    }
     auth.authenticate('local', (error, user) => {
       if (error) return next(error)
       if (!user) return res.status(401).json({ error: 'wrong username or password' })
@@ -213,6 +225,51 @@ export function createApp(options) {
   })
 
   return { app, sessionMiddleware, passport: auth }
+}
+
+/** Methods that change nothing, which any origin may send. */
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/**
+ * Refuses (403) a state-changing request a browser sent from another origin. A
+ * browser says where a request comes from with `Sec-Fetch-Site` (every current
+ * one); only `same-origin` passes. Without it, an `Origin` header must name this
+ * host; with neither, the client is not a browser page (curl, a test), which
+ * cannot ride on a visitor's cookie, and passes.
+ *
+ * @param {import('pino').Logger} logger
+ */
+export function sameOriginOnly(logger) {
+  return (req, res, next) => {
+    if (SAFE_METHODS.has(req.method)) return next()
+    const site = req.get('sec-fetch-site')
+    const origin = req.get('origin')
+    if (
+      site !== undefined ? site === 'same-origin' : origin === undefined || sameHost(req, origin)
+    ) {
+      return next()
+    }
+    logger.warn({ path: req.path, site, origin }, 'cross-origin request refused')
+    res.status(403).json({ error: 'cross-origin request refused' })
+  }
+}
+
+/** True when `origin` names the host the request was sent to (nginx passes the Host on). */
+function sameHost(req, origin) {
+  let url
+  try {
+    url = new URL(origin)
+  } catch {
+    return false
+  }
+  const host = req.get('host') ?? ''
+  // nginx forwards `$host`, without the port: then the host name is what can be compared.
+  return url.host === host || (!host.includes(':') && url.hostname === host)
+}
+
+/** True when a query string carries a username or password. */
+function hasCredentials(query) {
+  return query != null && ('username' in query || 'password' in query)
 }
 
 function publicUser(user) {

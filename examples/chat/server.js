@@ -37,6 +37,8 @@ const DRAIN_GRACE_MS = 1_000
 const SHUTDOWN_TIMEOUT_MS = 10_000
 /** How long after listening a node under pm2 waits to report ready (past nginx's 1 s fail_timeout). */
 const READY_HOLD_MS = 1_500
+/** Longest wait for the chat and the store to close once requests are done. */
+const CLEANUP_TIMEOUT_MS = 2_000
 /** The stores a node can keep sessions in. */
 const STORES = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
@@ -160,9 +162,25 @@ export async function startNode(options) {
       setTimeout(() => server.closeIdleConnections(), DRAIN_GRACE_MS).unref()
       setTimeout(() => server.closeAllConnections(), SHUTDOWN_TIMEOUT_MS).unref()
     }).then(async () => {
-      await chat.close()
-      await sessionStore.close()
-      await sessions.close()
+      // With the store down, closing the chat's adapter or a pool can wait for it
+      // forever: give them a bounded time, then let go.
+      const cleanup = (async () => {
+        await chat.close()
+        await sessionStore.close()
+        await sessions.close()
+      })()
+      const bound = new Promise((resolve) =>
+        setTimeout(resolve, CLEANUP_TIMEOUT_MS, 'timeout').unref(),
+      )
+      const outcome = await Promise.race([
+        cleanup.then(
+          () => 'closed',
+          (error) => error,
+        ),
+        bound,
+      ])
+      if (outcome !== 'closed')
+        logger.warn({ err: String(outcome) }, 'closing the store did not finish; exiting anyway')
       // Nothing is in flight any more; close() would wait for a Redis that may be gone.
       redis.close()
     })

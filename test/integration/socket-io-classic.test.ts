@@ -97,7 +97,9 @@ for (const library of ['node-redis', 'ioredis'] as const) {
 
       const ended = new Promise((resolve) => onB.once('session:ended', resolve))
       expect((await alice.request('POST', '/logout')).status).toBe(204)
-      expect(await ended).toEqual({ reason: 'revoked' })
+      // passport's logout saves the session without its user, then destroys it:
+      // whichever of the two events node b handles first names the reason.
+      expect(['revoked', 'logged-out']).toContain(((await ended) as { reason: string }).reason)
     })
   })
 }

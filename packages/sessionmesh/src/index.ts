@@ -1,9 +1,11 @@
 export {
   type Backend,
   type BusState,
+  type CallOptions,
   cappedExpiry,
   EVENT_PROTOCOL_VERSION,
   type IndexedSession,
+  LateCallError,
   MalformedRecordError,
   parseEvent,
   type SessionEvent,

@@ -4,7 +4,7 @@ import { memoryBackend } from './backends/memory.js'
 import type { Backend } from './core/backend.js'
 import type { SessionData } from './core/codec.js'
 import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
-import { NotSupportedError } from './core/errors.js'
+import { InvalidOptionError, NotSupportedError } from './core/errors.js'
 
 export { passportUser }
 /** Options of {@link SessionStore}. Times are in milliseconds. */
@@ -15,8 +15,9 @@ export interface SessionStoreOptions {
    */
   backend?: Backend
   /**
-   * The user a session belongs to, for the user index.
-   * @default (session) => session.passport?.user, when it is a string or a number
+   * The user a session belongs to, for the user index. `undefined` or an empty
+   * string: the session belongs to no user (it is not indexed).
+   * @default (session) => session.passport?.user, when it is a non-empty string or a number
    */
   userId?: (session: SessionData) => string | undefined
   /**
@@ -73,6 +74,12 @@ export interface UserSession {
 /** Node-style callback, as express-session and @fastify/session pass them. */
 export type Callback<T = void> = (error: unknown, value?: T) => void
 
+/** The request express-session's `generate` gives a new session. */
+export interface GeneratingRequest {
+  sessionID: string
+  session?: unknown
+}
+
 /** The parts of a request the device is read from. */
 export interface DeviceSource {
   headers?: Record<string, unknown>
@@ -102,6 +109,9 @@ export class SessionStore extends EventEmitter {
    * two concurrent requests on one session each diff against what they loaded.
    */
   readonly #snapshots = new WeakMap<object, Snapshot>()
+  /** Sessions express-session generated in this process that no save has stored yet. */
+  readonly #fresh = new WeakSet<object>()
+  #generate: ((req: GeneratingRequest) => void) | undefined
 
   constructor(options: SessionStoreOptions = {}) {
     super()
@@ -168,6 +178,7 @@ export class SessionStore extends EventEmitter {
 
   /** The live sessions of a user, most recently seen first. */
   async listUserSessions(userId: string): Promise<UserSession[]> {
+    checkUserId(userId)
     const now = Date.now()
     const listed = await this.#engine.call('listUserSessions', () =>
       this.backend.listUser(userId, now),
@@ -194,6 +205,11 @@ export class SessionStore extends EventEmitter {
 
   /** Ends every session of a user, except `options.except` if given; returns the ids ended. */
   revokeUserSessions(userId: string, options: { except?: string } = {}): Promise<string[]> {
+    try {
+      checkUserId(userId)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     return this.#engine.destroyUser(userId, options.except)
   }
 
@@ -220,12 +236,56 @@ export class SessionStore extends EventEmitter {
     return session as S
   }
 
-  /** express-session: destroys the request's session and gives it a new one. */
-  regenerate(req: { sessionID: string }, callback: (error?: unknown) => void): void {
-    this.destroy(req.sessionID, (error) => {
-      ;(this as unknown as { generate(req: object): void }).generate(req)
+  /**
+   * express-session: destroys the request's session and gives it a new one. A
+   * session that was never stored (a login from a fresh visit) is not destroyed:
+   * there is nothing to remove, and a tombstone would be a write anyone can cause.
+   */
+  regenerate(
+    req: { sessionID: string; session?: unknown },
+    callback: (error?: unknown) => void,
+  ): void {
+    const renew = (error?: unknown) => {
+      this.generate?.(req as GeneratingRequest)
       callback(error)
-    })
+    }
+    if (this.#neverStored(req.session)) process.nextTick(renew)
+    else this.destroy(req.sessionID, renew)
+  }
+
+  /**
+   * express-session assigns its `generate(req)` to the store it is given. The store
+   * wraps it to remember which sessions are new, so that destroying one that was
+   * never saved (a logout without a cookie) writes nothing.
+   */
+  get generate(): ((req: GeneratingRequest) => void) | undefined {
+    return this.#generate
+  }
+
+  set generate(generate: ((req: GeneratingRequest) => void) | undefined) {
+    this.#generate =
+      generate &&
+      ((req) => {
+        generate(req)
+        const session = req.session
+        if (typeof session !== 'object' || session === null) return
+        this.#fresh.add(session)
+        const destroy = (session as { destroy?: unknown }).destroy
+        if (typeof destroy !== 'function') return
+        // express-session's Session#destroy names only the id to the store; this one
+        // skips the store while the session is unsaved. Not enumerable: not session data.
+        Object.defineProperty(session, 'destroy', {
+          configurable: true,
+          enumerable: false,
+          writable: true,
+          value: (callback?: (error?: unknown) => void) => {
+            if (!this.#neverStored(session)) return destroy.call(session, callback)
+            if (req.session === session) delete req.session
+            if (callback) process.nextTick(callback)
+            return session
+          },
+        })
+      })
   }
 
   /** express-session: loads a session by id outside of a request. */
@@ -278,9 +338,24 @@ export class SessionStore extends EventEmitter {
       session,
       snapshot,
       snapshot ? {} : deviceOf((session as { req?: DeviceSource }).req),
+      undefined,
+      !this.#neverStored(session),
     )
     if (saved === null) this.#snapshots.delete(session)
-    else if (saved) this.#snapshots.set(session, saved)
+    else if (saved) {
+      this.#snapshots.set(session, saved)
+      this.#fresh.delete(session)
+    }
+  }
+
+  /** True for a session express-session generated here that no save has stored. */
+  #neverStored(session: unknown): boolean {
+    return (
+      typeof session === 'object' &&
+      session !== null &&
+      this.#fresh.has(session) &&
+      !this.#snapshots.has(session)
+    )
   }
 
   async #touch(sid: string, session: object): Promise<void> {
@@ -317,6 +392,18 @@ export function deviceOf(req: DeviceSource | undefined): Device {
   // A dual-stack server reports IPv4 clients as ::ffff:a.b.c.d: keep the address people know.
   if (typeof ip === 'string') device.ip = ip.startsWith('::ffff:') ? ip.slice(7) : ip
   return device
+}
+
+/**
+ * An empty string is no user: the store never indexes a session under it, so
+ * listing or revoking it would silently find nothing (a `req.user?.id ?? ''` slip).
+ */
+function checkUserId(userId: unknown): void {
+  if (typeof userId !== 'string' || userId === '') {
+    throw new InvalidOptionError(
+      `a user id must be a non-empty string, not ${JSON.stringify(userId) ?? String(userId)}`,
+    )
+  }
 }
 
 function settle<T>(work: Promise<T>, callback: Callback<T> | undefined): Promise<T> {

@@ -1,17 +1,20 @@
 import { createHash } from 'node:crypto'
 import { debuglog } from 'node:util'
-import type {
-  IndexedSession,
-  SessionTouch,
-  SessionWrite,
-  StoredSession,
-  WriteResult,
+import {
+  type CallOptions,
+  type IndexedSession,
+  LateCallError,
+  type SessionTouch,
+  type SessionWrite,
+  type StoredSession,
+  type WriteResult,
 } from '../core/backend.js'
 import { InvalidOptionError } from '../core/errors.js'
 import {
   type CleanupResult,
   DEFAULT_TABLE,
   decodeRow,
+  isLate,
   NETWORK_ERRORS,
   type ResolvedSqlOptions,
   resolveSqlOptions,
@@ -166,6 +169,7 @@ class MysqlBackend implements SqlBackend {
         : 'JSON_MERGE_PATCH(fields, ?)'
     const setJson = JSON.stringify(write.set)
     const userId = write.userId ?? null
+    const onTime = onTimeSql(write.deadline)
 
     if (write.mode === 'update') {
       // LAST_INSERT_ID(x) makes the server's reply carry x back: it is evaluated only
@@ -177,24 +181,30 @@ class MysqlBackend implements SqlBackend {
             user_id = ?,
             last_seen_at = LAST_INSERT_ID(${now}),
             expires_at = ${capped('created_at')}
-          WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now}`,
+          WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now} AND ${onTime}`,
           [...(write.replace ? [JSON.stringify(fresh)] : [setJson, ...paths]), userId, sid],
         ),
       )
-      return Number((result as OkPacket).insertId) === write.now ? 'ok' : 'gone'
+      if (Number((result as OkPacket).insertId) === write.now) return 'ok'
+      if (isLate(write.deadline)) throw new LateCallError(this.kind, 'write')
+      return 'gone'
     }
 
     // Assignments of ON DUPLICATE KEY UPDATE run left to right and see the columns
     // already assigned, so `fields` and `expires_at` (which the conditions read)
     // come last. `writable`: a live session, or an expired session or tombstone to
     // start afresh. A live tombstone keeps every column, and LAST_INSERT_ID marks
-    // the reply so the caller learns the write was refused.
+    // the reply so the caller learns the write was refused. The row to insert is
+    // selected only while the server's clock is before the deadline: a statement
+    // that arrives late selects nothing, so neither inserts nor updates.
     const writable = `(fields IS NOT NULL OR expires_at <= ${now})`
     const expired = `(expires_at <= ${now})`
     const [result] = await this.#retry(() =>
       this.#pool.query(
         `INSERT INTO ${this.#t} (id, fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip)
-        VALUES (?, ?, ${now}, ${now}, ${capped(String(now))}, ?, ?, ?)
+        SELECT * FROM (SELECT ? AS n_id, ? AS n_fields, ${now} AS n_created, ${now} AS n_seen,
+          ${capped(String(now))} AS n_expires, ? AS n_user, ? AS n_agent, ? AS n_ip) AS fresh
+        WHERE ${onTime}
         ON DUPLICATE KEY UPDATE
           created_at = IF(${writable}, IF(${expired}, VALUES(created_at), created_at), LAST_INSERT_ID(created_at)),
           user_agent = IF(${writable} AND ${expired}, VALUES(user_agent), user_agent),
@@ -214,7 +224,9 @@ class MysqlBackend implements SqlBackend {
         ],
       ),
     )
-    return Number((result as OkPacket).insertId) === 0 ? 'ok' : 'gone'
+    const { affectedRows, insertId } = result as OkPacket
+    if (affectedRows === 0 && isLate(write.deadline)) throw new LateCallError(this.kind, 'write')
+    return Number(insertId) === 0 ? 'ok' : 'gone'
   }
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
@@ -232,17 +244,22 @@ class MysqlBackend implements SqlBackend {
     return Number((result as OkPacket).insertId) === touch.now ? 'ok' : 'gone'
   }
 
-  async destroy(sid: string): Promise<void> {
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
     const now = int(Date.now())
-    await this.#retry(() =>
+    const [result] = await this.#retry(() =>
       this.#pool.query(
         `INSERT INTO ${this.#t} (id, fields, created_at, last_seen_at, expires_at)
-         VALUES (?, NULL, ${now}, ${now}, ${now + int(this.#options.tombstoneTtl)})
+         SELECT * FROM (SELECT ? AS n_id, NULL AS n_fields, ${now} AS n_created, ${now} AS n_seen,
+           ${now + int(this.#options.tombstoneTtl)} AS n_expires) AS tomb
+         WHERE ${onTimeSql(options.deadline)}
          ON DUPLICATE KEY UPDATE fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
            last_seen_at = VALUES(last_seen_at), expires_at = VALUES(expires_at)`,
         [sid],
       ),
     )
+    if ((result as OkPacket).affectedRows === 0 && isLate(options.deadline)) {
+      throw new LateCallError(this.kind, 'destroy')
+    }
   }
 
   async listUser(userId: string, now: number): Promise<IndexedSession[]> {
@@ -258,32 +275,31 @@ class MysqlBackend implements SqlBackend {
     }))
   }
 
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
-    // MySQL has no RETURNING: lock the user's rows, read them, tombstone them, in
-    // one transaction so that no write slips in between.
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
+    // MySQL has no RETURNING. One UPDATE tombstones the user's sessions (atomic, and
+    // refused as a whole when it arrives after the deadline, which a transaction's
+    // late COMMIT would not be) and collects the ids it changed in a variable of
+    // this connection, read back afterwards. Rows are taken in id order so that two
+    // revocations of one user cannot deadlock.
     return this.#retry(async () => {
       const connection = await this.#pool.getConnection()
       try {
-        await connection.query('START TRANSACTION')
         const now = int(Date.now())
-        const where = `user_id = ? AND fields IS NOT NULL AND id <> ?`
-        const [rows] = await connection.query(
-          `SELECT id, expires_at FROM ${this.#t} WHERE ${where} ORDER BY id FOR UPDATE`,
-          [userId, except ?? ''],
-        )
+        await connection.query('SET @sessionmesh_revoked = JSON_ARRAY()')
         await connection.query(
-          `UPDATE ${this.#t} SET fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
-             last_seen_at = ${now}, expires_at = ${now + int(this.#options.tombstoneTtl)}
-           WHERE ${where}`,
+          `UPDATE ${this.#t} SET
+             last_seen_at = IF((@sessionmesh_revoked := JSON_ARRAY_APPEND(@sessionmesh_revoked, '$',
+               IF(expires_at > ${now}, id, NULL))) IS NULL, ${now}, ${now}),
+             fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
+             expires_at = ${now + int(this.#options.tombstoneTtl)}
+           WHERE user_id = ? AND fields IS NOT NULL AND id <> ? AND ${onTimeSql(options.deadline)}
+           ORDER BY id`,
           [userId, except ?? ''],
         )
-        await connection.query('COMMIT')
-        return (rows as Array<{ id: string; expires_at: unknown }>)
-          .filter((row) => Number(row.expires_at) > now)
-          .map((row) => String(row.id))
-      } catch (error) {
-        await connection.query('ROLLBACK').catch(() => {})
-        throw error
+        const [rows] = await connection.query('SELECT @sessionmesh_revoked AS ids')
+        const ids = (rows as Array<{ ids: unknown }>)[0]?.ids
+        const list: unknown = typeof ids === 'string' ? JSON.parse(ids) : ids
+        return Array.isArray(list) ? list.filter((id): id is string => typeof id === 'string') : []
       } finally {
         connection.release()
       }
@@ -380,6 +396,14 @@ export function isMysqlOutage(error: unknown): boolean {
     return errno === 1040 || errno === 1053
   }
   return true
+}
+
+/**
+ * True while the server's clock is before `deadline`; TRUE when there is none.
+ * SYSDATE(), not NOW(): the time the server evaluates it, not the statement's start.
+ */
+function onTimeSql(deadline: number | undefined): string {
+  return deadline === undefined ? 'TRUE' : `UNIX_TIMESTAMP(SYSDATE(3)) * 1000 < ${int(deadline)}`
 }
 
 /** Numbers are spliced into the SQL text only after this check. */

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto'
 import { debuglog } from 'node:util'
 import {
   type BusState,
+  type CallOptions,
   type IndexedSession,
+  LateCallError,
   parseEvent,
   type SessionEvent,
   type SessionTouch,
@@ -15,6 +17,7 @@ import {
   type CleanupResult,
   DEFAULT_TABLE,
   decodeRow,
+  isLate,
   NETWORK_ERRORS,
   type ResolvedSqlOptions,
   resolveSqlOptions,
@@ -186,10 +189,13 @@ class PostgresBackend implements SqlBackend {
       write.mode === 'create'
         ? [...common, write.device.userAgent ?? null, write.device.ip ?? null]
         : common
+    values.push(write.deadline ?? null)
     if (this.#channel !== undefined) values.push(this.#channel, eventJson('changed', sid))
     const sql = write.mode === 'create' ? this.#sql.create : this.#sql.update
     const { rows } = await this.#pool.query(sql, values)
-    return rows.length > 0 ? 'ok' : 'gone'
+    if (rows.length > 0) return 'ok'
+    if (isLate(write.deadline)) throw new LateCallError(this.kind, 'write')
+    return 'gone'
   }
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
@@ -198,10 +204,16 @@ class PostgresBackend implements SqlBackend {
     return rows.length > 0 ? 'ok' : 'gone'
   }
 
-  async destroy(sid: string): Promise<void> {
-    const values: unknown[] = [sid, Date.now(), this.#options.tombstoneTtl]
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    const values: unknown[] = [
+      sid,
+      Date.now(),
+      this.#options.tombstoneTtl,
+      options.deadline ?? null,
+    ]
     if (this.#channel !== undefined) values.push(this.#channel, eventJson('destroyed', sid))
-    await this.#pool.query(this.#sql.destroy, values)
+    const { rows } = await this.#pool.query(this.#sql.destroy, values)
+    if (rows.length === 0) throw new LateCallError(this.kind, 'destroy')
   }
 
   async listUser(userId: string, now: number): Promise<IndexedSession[]> {
@@ -212,8 +224,14 @@ class PostgresBackend implements SqlBackend {
     }))
   }
 
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
-    const values: unknown[] = [userId, except ?? null, Date.now(), this.#options.tombstoneTtl]
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
+    const values: unknown[] = [
+      userId,
+      except ?? null,
+      Date.now(),
+      this.#options.tombstoneTtl,
+      options.deadline ?? null,
+    ]
     if (this.#channel !== undefined) values.push(this.#channel)
     const { rows } = await this.#pool.query(this.#sql.destroyUser, values)
     return rows.filter((row) => row.live === true).map((row) => String(row.id))
@@ -358,10 +376,16 @@ function statements(t: string, notify: boolean) {
     notify
       ? `SELECT pg_notify($${channelAt}::text, $${channelAt + 1}::text) FROM ${from}`
       : `SELECT 1 FROM ${from}`
+  // True while the server's clock is before the call's deadline (a parameter, NULL
+  // for none). Checked where the row is decided on, so that a statement that sat
+  // in a stalled connection or queue past its deadline applies nothing.
+  const onTime = (n: number) =>
+    `($${n}::float8 IS NULL OR extract(epoch FROM clock_timestamp()) * 1000 < $${n}::float8)`
   const capped = (created: string) =>
     `CASE WHEN $7::bigint > 0 THEN LEAST($6::bigint, ${created} + $7::bigint) ELSE $6::bigint END`
   // Parameters of a write: 1 id, 2 set (jsonb), 3 unset, 4 replace, 5 now,
-  // 6 expiresAt, 7 maxLifetime, 8 userId [, 9 user agent, 10 ip] [, channel, payload].
+  // 6 expiresAt, 7 maxLifetime, 8 userId [, 9 user agent, 10 ip], deadline
+  // [, channel, payload].
   const expired = 's.expires_at <= $5::bigint'
   return {
     get: `SELECT fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${t}
@@ -370,7 +394,9 @@ function statements(t: string, notify: boolean) {
     // tombstone fails the conflict's WHERE, so nothing is written and no row returns.
     create: `WITH w AS (
       INSERT INTO ${t} AS s (id, fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip)
-      VALUES ($1, $2::jsonb - $3::text[], $5::bigint, $5::bigint, ${capped('$5::bigint')}, $8, $9, $10)
+      SELECT $1::text, $2::jsonb - $3::text[], $5::bigint, $5::bigint, ${capped('$5::bigint')},
+        $8::text, $9::text, $10::text
+      WHERE ${onTime(11)}
       ON CONFLICT (id) DO UPDATE SET
         fields = CASE WHEN ${expired} OR $4::boolean THEN EXCLUDED.fields
           ELSE (s.fields || $2::jsonb) - $3::text[] END,
@@ -380,38 +406,40 @@ function statements(t: string, notify: boolean) {
         last_seen_at = EXCLUDED.last_seen_at,
         expires_at = CASE WHEN ${expired} THEN EXCLUDED.expires_at ELSE ${capped('s.created_at')} END,
         user_id = EXCLUDED.user_id
-      WHERE s.fields IS NOT NULL OR ${expired}
+      WHERE (s.fields IS NOT NULL OR ${expired}) AND ${onTime(11)}
       RETURNING s.id
-    ) ${announce('w', 11)}`,
+    ) ${announce('w', 12)}`,
     update: `WITH w AS (
       UPDATE ${t} AS s SET
         fields = CASE WHEN $4::boolean THEN $2::jsonb ELSE s.fields || $2::jsonb END - $3::text[],
         last_seen_at = $5::bigint,
         expires_at = ${capped('s.created_at')},
         user_id = $8
-      WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint
+      WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint AND ${onTime(9)}
       RETURNING s.id
-    ) ${announce('w', 9)}`,
+    ) ${announce('w', 10)}`,
     // Parameters: 1 id, 2 now, 3 expiresAt, 4 maxLifetime.
     touch: `UPDATE ${t} SET last_seen_at = $2::bigint,
         expires_at = CASE WHEN $4::bigint > 0 THEN LEAST($3::bigint, created_at + $4::bigint) ELSE $3::bigint END
       WHERE id = $1 AND fields IS NOT NULL AND expires_at > $2::bigint
       RETURNING 1`,
-    // Parameters: 1 id, 2 now, 3 tombstone ttl [, channel, payload].
+    // Parameters: 1 id, 2 now, 3 tombstone ttl, 4 deadline [, channel, payload].
     destroy: `WITH d AS (
-      INSERT INTO ${t} (id, fields, created_at, last_seen_at, expires_at)
-      VALUES ($1, NULL, $2::bigint, $2::bigint, $2::bigint + $3::bigint)
+      INSERT INTO ${t} AS s (id, fields, created_at, last_seen_at, expires_at)
+      SELECT $1::text, NULL::jsonb, $2::bigint, $2::bigint, $2::bigint + $3::bigint
+      WHERE ${onTime(4)}
       ON CONFLICT (id) DO UPDATE SET fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
         last_seen_at = EXCLUDED.last_seen_at, expires_at = EXCLUDED.expires_at
-      RETURNING id
-    ) ${announce('d', 4)}`,
+      WHERE ${onTime(4)}
+      RETURNING s.id
+    ) ${announce('d', 5)}`,
     listUser: `SELECT id, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${t}
       WHERE user_id = $1 AND fields IS NOT NULL AND expires_at > $2::bigint ORDER BY created_at, id`,
-    // Parameters: 1 user, 2 except, 3 now, 4 tombstone ttl [, channel]. Rows are
-    // locked in id order so that two revocations of one user cannot deadlock.
+    // Parameters: 1 user, 2 except, 3 now, 4 tombstone ttl, 5 deadline [, channel].
+    // Rows are locked in id order so that two revocations of one user cannot deadlock.
     destroyUser: `WITH victims AS (
       SELECT id, expires_at FROM ${t}
-      WHERE user_id = $1 AND fields IS NOT NULL AND id IS DISTINCT FROM $2::text
+      WHERE user_id = $1 AND fields IS NOT NULL AND id IS DISTINCT FROM $2::text AND ${onTime(5)}
       ORDER BY id FOR UPDATE
     ), d AS (
       UPDATE ${t} AS s SET fields = NULL, user_id = NULL, user_agent = NULL, ip = NULL,
@@ -420,7 +448,7 @@ function statements(t: string, notify: boolean) {
       RETURNING s.id, victims.expires_at > $3::bigint AS live
     ) SELECT id, live${
       notify
-        ? `, pg_notify($5::text, json_build_object('v', 1, 'type', 'destroyed', 'sid', id)::text)`
+        ? `, pg_notify($6::text, json_build_object('v', 1, 'type', 'destroyed', 'sid', id)::text)`
         : ''
     } FROM d`,
     count: `SELECT count(*) AS n FROM ${t} WHERE fields IS NOT NULL AND expires_at > $1::bigint`,

@@ -173,6 +173,14 @@ export function scheduleCleanup(
   }
 }
 
+/**
+ * True once `deadline` (epoch ms) has passed on this process's clock: a write the
+ * database refused for its deadline is then reported as late, not as `gone`.
+ */
+export function isLate(deadline: number | undefined): boolean {
+  return deadline !== undefined && Date.now() >= deadline
+}
+
 /** Node's socket-level failures: the server is unreachable, not answering an error. */
 export const NETWORK_ERRORS = new Set([
   'ECONNREFUSED',

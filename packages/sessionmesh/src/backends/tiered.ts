@@ -2,6 +2,7 @@ import { debuglog } from 'node:util'
 import {
   type Backend,
   type BusState,
+  type CallOptions,
   type IndexedSession,
   MalformedRecordError,
   type SessionEvent,
@@ -140,7 +141,7 @@ class Tiered implements TieredBackend {
   }
 
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
-    const result = await this.#durable.write(sid, write)
+    const result = await this.#durable.write(sid, this.#durableDeadline(write))
     if (result === 'gone') {
       // The durable tier says the session is dead: no cached copy may outlive it.
       await this.#onCache(sid, (cache) => cache.destroy(sid))
@@ -160,15 +161,16 @@ class Tiered implements TieredBackend {
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
     const result = await this.#durable.touch(sid, touch)
-    const { deadline: _, ...undated } = touch
     await this.#onCache(sid, (cache) =>
-      result === 'ok' ? cache.touch(sid, undated) : cache.destroy(sid),
+      result === 'ok' ? cache.touch(sid, touch) : cache.destroy(sid),
     )
     return result
   }
 
-  async destroy(sid: string, deadline?: number): Promise<void> {
-    await this.#durable.destroy(sid, deadline)
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    await this.#durable.destroy(sid, this.#durableDeadline(options))
+    // No deadline for the cache: once the durable tier has destroyed the session, a
+    // late cache destroy must still happen, or the cached copy would outlive it.
     await this.#onCache(sid, (cache) => cache.destroy(sid))
   }
 
@@ -176,8 +178,12 @@ class Tiered implements TieredBackend {
     return this.#durable.listUser(userId, now)
   }
 
-  async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
-    const destroyed = await this.#durable.destroyUser(userId, except, deadline)
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
+    const destroyed = await this.#durable.destroyUser(
+      userId,
+      except,
+      this.#durableDeadline(options),
+    )
     await Promise.all(destroyed.map((sid) => this.#onCache(sid, (cache) => cache.destroy(sid))))
     return destroyed
   }
@@ -222,6 +228,16 @@ class Tiered implements TieredBackend {
   async close(): Promise<void> {
     clearTimeout(this.#repairTimer)
     await Promise.all([this.#cache.close(), this.#durable.close()])
+  }
+
+  /**
+   * The durable tier must be done before the cache call that follows it (at most
+   * `cacheTimeout`) would take the whole call past the caller's deadline.
+   */
+  #durableDeadline<T extends CallOptions>(options: T): T {
+    return options.deadline === undefined
+      ? options
+      : { ...options, deadline: options.deadline - this.#timeout }
   }
 
   /** Puts the durable tier's copy into the cache, and checks it did not change meanwhile. */

@@ -1,6 +1,15 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, sep } from 'node:path'
 import { renderNginxConfig } from './nginx-config.js'
 import { isListening, stopProcess, waitUntil } from './system.js'
 
@@ -52,6 +61,7 @@ export async function startNginx(options: NginxOptions): Promise<RunningNginx> {
   // Workers run as nobody when the master is root: they must reach the temp dirs.
   chmodSync(prefix, 0o755)
   const user = nginxUser()
+  if (user) letWorkersThrough(prefix)
   const configPath = join(prefix, 'nginx.conf')
   writeFileSync(
     configPath,
@@ -84,6 +94,28 @@ export async function startNginx(options: NginxOptions): Promise<RunningNginx> {
     process: child,
     configPath,
     stop: (timeoutMs = 5_000) => stopProcess(child, 'SIGQUIT', timeoutMs),
+  }
+}
+
+/**
+ * Lets nginx's unprivileged workers traverse (not list) every directory above the
+ * prefix, where they write request bodies too large to buffer in memory. `up`
+ * keeps the prefix in a private mkdtemp directory (0700): without this, every body
+ * over ~16 KB got nginx's 500. Only directories inside the system temp dir are
+ * changed (they are this run's own); any other that blocks the workers is an error
+ * that says which.
+ */
+export function letWorkersThrough(prefix: string): void {
+  const temp = realpathSync(tmpdir())
+  for (let dir = dirname(realpathSync(prefix)); dir !== dirname(dir); dir = dirname(dir)) {
+    const mode = statSync(dir).mode & 0o7777
+    if ((mode & 0o001) !== 0) continue
+    if (!dir.startsWith(`${temp}${sep}`)) {
+      throw new Error(
+        `nginx's workers (${nginxUser()}) cannot reach ${prefix}: ${dir} is not searchable by others`,
+      )
+    }
+    chmodSync(dir, mode | 0o001)
   }
 }
 

@@ -9,8 +9,8 @@ import { controlPath, serveControl } from './control.js'
 import { type Database, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { type RunningMemcached, startMemcached } from './memcached.js'
 import { type RunningNginx, startNginx } from './nginx.js'
-import { type RunningRedis, startRedis } from './redis.js'
 import { type RunningRedisCluster, startRedisCluster } from './redis-cluster.js'
+import { type SupervisedRedis, superviseRedis } from './redis-supervisor.js'
 import { Supervisor } from './supervisor.js'
 import { assertPortFree, freePort, requireTool, tools, UsageError } from './system.js'
 
@@ -46,7 +46,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   }
 
   const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
-  let redis: RunningRedis | undefined
+  let redis: SupervisedRedis | undefined
   let redisCluster: RunningRedisCluster | undefined
   let memcached: RunningMemcached | undefined
   let supervisor: Supervisor | undefined
@@ -58,7 +58,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   // dies without its handlers, still take them down with it.
   const killAll = () => {
     const clusterPids = redisCluster?.nodes.map((node) => node.process?.pid) ?? []
-    const helpers = [nginx?.process.pid, redis?.process.pid, memcached?.process.pid, ...clusterPids]
+    const helpers = [nginx?.process.pid, redis?.pid(), memcached?.process.pid, ...clusterPids]
     for (const pid of [...(supervisor?.pids() ?? []), ...helpers]) {
       if (pid) killQuietly(pid)
     }
@@ -138,11 +138,11 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
     } else if (!redisUrl && redisBin) {
       const redisDir = join(dir, 'redis')
       mkdirSync(redisDir)
-      redis = await startRedis(redisBin, await freePort(), redisDir)
+      // Supervised like a node: restarted if it dies (see redis-supervisor.ts).
+      redis = await superviseRedis(redisBin, await freePort(), redisDir, logger)
       redisUrl = redis.url
       if (aborted) throw new Error('stopped before ready')
-      logger.info({ url: redisUrl, redisPid: redis.process.pid }, 'redis-server started')
-      watch(redis.process, 'redis-server', () => stopping, fail)
+      logger.info({ url: redisUrl, redisPid: redis.pid() }, 'redis-server started')
     }
     if (memcachedBin) {
       memcached = await startMemcached(memcachedBin, await freePort())

@@ -53,10 +53,18 @@ export interface SessionWrite {
   userId: string | undefined
   /** Recorded only when the write creates the session. */
   device: { userAgent?: string; ip?: string }
+  /** See {@link CallOptions.deadline}. */
+  deadline?: number
+}
+
+/** What the store tells a backend about one call. */
+export interface CallOptions {
   /**
-   * The caller gives up at this time (epoch ms, this process's clock): a backend that
-   * can tell it starts the write later must refuse it (throw) rather than apply it,
-   * so that a write reported as failed never happens. Absent: no deadline.
+   * Epoch ms after which the caller may already have reported this call as failed
+   * (its `timeout`, less a margin for the reply). A backend that can must not apply
+   * a write or destroy that reaches its server at or after this time, so that a
+   * reported failure means nothing was written. Compared with the server's clock:
+   * keep clocks in sync (NTP).
    */
   deadline?: number
 }
@@ -69,8 +77,6 @@ export interface SessionTouch {
   now: number
   expiresAt: number
   maxLifetime: number
-  /** As {@link SessionWrite.deadline}. */
-  deadline?: number
 }
 
 /** A session of a user, as the user index lists it. */
@@ -106,12 +112,12 @@ export interface Backend {
   write(sid: string, write: SessionWrite): Promise<WriteResult>
   /** Extends the expiry of an existing session; never creates one. */
   touch(sid: string, touch: SessionTouch): Promise<WriteResult>
-  /** Removes a session and leaves a tombstone so that no in-flight write brings it back; `deadline` as in {@link SessionWrite}. */
-  destroy(sid: string, deadline?: number): Promise<void>
+  /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */
+  destroy(sid: string, options?: CallOptions): Promise<void>
   /** The live sessions of a user; expired entries are pruned on the way. */
   listUser(userId: string, now: number): Promise<IndexedSession[]>
   /** Destroys every session of a user except `except`, atomically; returns the ids destroyed. */
-  destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]>
+  destroyUser(userId: string, except?: string, options?: CallOptions): Promise<string[]>
   /** Number of live sessions. May scan: meant for tools, not for requests. */
   count(): Promise<number>
   /** The ids of the live sessions, in no particular order. May scan: meant for tools, not for requests. */
@@ -132,6 +138,18 @@ export interface Backend {
   isOutage?(error: unknown): boolean
   /** Releases what the backend itself opened (not a client it was given). */
   close(): Promise<void>
+}
+
+/**
+ * The backend's server received a write or destroy after its
+ * {@link CallOptions.deadline} and applied nothing. An outage: by then the caller
+ * has reported the call as failed, or is about to.
+ */
+export class LateCallError extends Error {
+  constructor(kind: string, operation: string) {
+    super(`${kind} received the ${operation} after its deadline and applied nothing`)
+    this.name = 'LateCallError'
+  }
 }
 
 /**

@@ -19,14 +19,25 @@ export interface SessionData {
  * Encodes each top-level key of a session on its own, so that a save can compare
  * key by key with what was loaded and write only what changed.
  *
- * The cookie's `expires` is left out: express-session moves it on every request,
- * and the backend's `expiresAt` already says when the session ends. Storing it
- * would turn every request into a write.
+ * The cookie's `expires` is left out when the cookie has a `maxAge`:
+ * express-session moves it on every request, and the backend's `expiresAt` already
+ * says when the session ends; storing it would turn every request into a write. An
+ * absolute `expires` (no `maxAge`) does not move, and is kept.
  */
 export function encodeSession(session: object): Record<string, string> {
   const plain = hasToJSON(session) ? session.toJSON() : session
   const fields: Record<string, string> = {}
   for (const [key, value] of Object.entries(plain as SessionData)) {
+    if (key === '__proto__') {
+      // Only an own key made by JSON.parse or a spread gets here. Records and deltas
+      // are plain objects all the way to the backends, where assigning this key
+      // would silently drop it: refuse it instead of losing it.
+      throw new SessionMeshError(
+        ErrorCode.SESSION_NOT_SERIALIZABLE,
+        'session key "__proto__" cannot be stored; the stored version was kept',
+        500,
+      )
+    }
     const encoded = key === 'cookie' ? encodeCookie(value) : stringify(key, value)
     if (encoded !== undefined) fields[key] = encoded
   }
@@ -38,7 +49,14 @@ export function decodeSession(stored: StoredSession): SessionData {
   const session: SessionData = {}
   for (const [key, value] of Object.entries(stored.fields)) {
     try {
-      session[key] = JSON.parse(value)
+      // defineProperty, not assignment: a key named `__proto__` is data like any
+      // other, and must not replace the session object's prototype.
+      Object.defineProperty(session, key, {
+        value: JSON.parse(value),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      })
     } catch (cause) {
       throw new MalformedRecordError(`field ${JSON.stringify(key)} is not JSON`, { cause })
     }
@@ -63,6 +81,9 @@ function encodeCookie(cookie: unknown): string | undefined {
   if (!isObject(cookie)) return stringify('cookie', cookie)
   const plain = hasToJSON(cookie) ? cookie.toJSON() : cookie
   if (!isObject(plain)) return stringify('cookie', plain)
+  if (typeof plain.originalMaxAge !== 'number' && plain.expires != null) {
+    return stringify('cookie', plain)
+  }
   const { expires: _expires, ...rest } = plain
   return stringify('cookie', rest)
 }

@@ -9,7 +9,13 @@ import {
   type WriteResult,
 } from './backend.js'
 import { decodeSession, encodedSize, encodeSession, type SessionData } from './codec.js'
-import { InvalidOptionError, SessionTooLargeError, StoreUnavailableError } from './errors.js'
+import {
+  InvalidOptionError,
+  redactSid,
+  SessionTooLargeError,
+  StoreUnavailableError,
+} from './errors.js'
+import { cookieExpires, sessionExpiry } from './expiry.js'
 import { Guard } from './guard.js'
 import type { NearCache } from './near-cache.js'
 import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
@@ -151,8 +157,9 @@ export class SessionEngine {
   /**
    * Saves what changed in `session` since `snapshot` (everything, when there is no
    * snapshot). An unchanged session is a lazy touch. Returns the new snapshot,
-   * `null` when the session was destroyed meanwhile (nothing written), or
-   * `undefined` when fail-open skipped the write.
+   * `null` when the session was destroyed meanwhile (nothing written) or its cookie
+   * has expired (then it is destroyed, unless `stored` is false: the caller knows
+   * it was never stored), or `undefined` when fail-open skipped the write.
    */
   async save(
     sid: string,
@@ -160,14 +167,21 @@ export class SessionEngine {
     snapshot: Snapshot | undefined,
     device: Device = {},
     fields: Record<string, string> = encodeSession(session),
+    stored?: boolean,
   ): Promise<Snapshot | null | undefined> {
     delete fields[VERSION_KEY]
     const bytes = encodedSize(fields)
     if (bytes > this.#maxBytes) throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
 
     const now = Date.now()
-    const userId = this.#userId(session as SessionData)
-    const expiresAt = now + this.ttlOf(session)
+    const expiresAt = this.expiryOf(session, now)
+    if (expiresAt <= now) {
+      // The cookie was expired on purpose (maxAge 0, an `expires` in the past):
+      // expired means gone, so that a replayed cookie cannot bring it back.
+      if (snapshot || stored !== false) await this.destroy(sid)
+      return null
+    }
+    const userId = this.userIdOf(session as SessionData)
     const version = newVersion()
     const write: SessionWrite = {
       mode: 'create',
@@ -205,9 +219,7 @@ export class SessionEngine {
     near?.expectOwnWrite(sid, now)
     let result: WriteResult
     try {
-      result = await this.call('set', () =>
-        this.backend.write(sid, { ...write, deadline: this.#deadline() }),
-      )
+      result = await this.call('set', (deadline) => this.backend.write(sid, { ...write, deadline }))
     } catch (error) {
       near?.ownWriteFailed(sid)
       if (this.failOpen && error instanceof StoreUnavailableError) return undefined
@@ -246,12 +258,17 @@ export class SessionEngine {
   /** Extends the expiry of an unchanged session, at most once per `touchAfter`. Never fails on an outage. */
   async touch(sid: string, session: object, snapshot: Snapshot | undefined): Promise<WriteResult> {
     const now = Date.now()
+    const expiresAt = this.expiryOf(session, now)
+    if (expiresAt <= now) {
+      // An expired cookie on an unchanged session: destroyed like a save of it.
+      await this.destroy(sid)
+      return 'gone'
+    }
     if (!this.touchDue(session, snapshot, now)) return 'ok'
-    const touch = { now, expiresAt: now + this.ttlOf(session), maxLifetime: this.#maxLifetime }
+    const touch = { now, expiresAt, maxLifetime: this.#maxLifetime }
     try {
-      const result = await this.call('touch', () =>
-        this.backend.touch(sid, { ...touch, deadline: this.#deadline() }),
-      )
+      // No deadline: a touch reported as failed changes nothing a request relies on.
+      const result = await this.call('touch', () => this.backend.touch(sid, touch))
       if (result === 'gone') {
         reportGone(sid, 'touch')
         this.near?.forget(sid)
@@ -276,27 +293,22 @@ export class SessionEngine {
   /** Destroys a session everywhere, this process's near cache first. */
   async destroy(sid: string): Promise<void> {
     this.near?.forget(sid)
-    await this.call('destroy', () => this.backend.destroy(sid, this.#deadline()))
+    await this.call('destroy', (deadline) => this.backend.destroy(sid, { deadline }))
     // Again: a load that began before the destroy may have filled the cache meanwhile.
     this.near?.forget(sid)
   }
 
   /** Destroys every session of a user but `except`; returns the ids destroyed. */
   async destroyUser(userId: string, except?: string): Promise<string[]> {
-    const ids = await this.call('revokeUserSessions', () =>
-      this.backend.destroyUser(userId, except, this.#deadline()),
+    const ids = await this.call('revokeUserSessions', (deadline) =>
+      this.backend.destroyUser(userId, except, { deadline }),
     )
     for (const id of ids) this.near?.forget(id)
     return ids
   }
 
-  /** When the call about to start will have been given up on: the backend refuses to apply it later. */
-  #deadline(): number {
-    return Date.now() + this.#timeout
-  }
-
   /** Runs one backend call under the timeout and breaker, reporting failures. */
-  async call<T>(operation: string, call: () => Promise<T>): Promise<T> {
+  async call<T>(operation: string, call: (deadline: number) => Promise<T>): Promise<T> {
     try {
       return await this.#guard.run(call)
     } catch (error) {
@@ -312,11 +324,25 @@ export class SessionEngine {
     }
   }
 
-  /** The lifetime a write or touch gives the session: its cookie's `maxAge`, else `ttl`. */
-  ttlOf(session: object): number {
-    const cookie = (session as { cookie?: { originalMaxAge?: unknown; maxAge?: unknown } }).cookie
-    const maxAge = cookie?.originalMaxAge ?? cookie?.maxAge
-    return typeof maxAge === 'number' && maxAge > 0 ? maxAge : this.#ttl
+  /** The lifetime a write or touch gives the session, in ms (0 when its cookie has expired). */
+  ttlOf(session: object, now = Date.now()): number {
+    return Math.max(0, this.expiryOf(session, now) - now)
+  }
+
+  /**
+   * When a write or touch made now makes the session end: now + its cookie's
+   * `maxAge`; for a cookie with an absolute `expires` and no `maxAge`, that
+   * `expires`; else now + `ttl`. At or before `now` means the cookie was expired
+   * on purpose (`maxAge = 0`, an `expires` in the past).
+   */
+  expiryOf(session: object, now = Date.now()): number {
+    return sessionExpiry(session, now, this.#ttl)
+  }
+
+  /** The user a session belongs to; an empty string is no user (see `userId` in the README). */
+  userIdOf(session: SessionData): string | undefined {
+    const userId = this.#userId(session)
+    return userId === '' ? undefined : userId
   }
 
   #decode(sid: string, snapshot: Snapshot): Loaded | null {
@@ -328,6 +354,17 @@ export class SessionEngine {
       if ('cookie' in data && (typeof data.cookie !== 'object' || data.cookie === null)) {
         throw new MalformedRecordError('its cookie is not an object')
       }
+      const expires = cookieExpires(data.cookie)
+      // An absolute `expires` stored with the cookie is honoured even where the
+      // backend's own expiry is later (a record another store wrote, an older release).
+      if (expires !== undefined && expires <= Date.now()) {
+        debug(
+          'session %s: its cookie expired at %s',
+          redactSid(sid),
+          new Date(expires).toISOString(),
+        )
+        return null
+      }
     } catch (error) {
       reportMalformed(sid, this.backend.kind, error)
       this.near?.forget(sid)
@@ -337,11 +374,12 @@ export class SessionEngine {
   }
 }
 
-/** The default `userId`: passport's serialized user, when it is a string or a number. */
+/** The default `userId`: passport's serialized user, when it is a non-empty string or a number. */
 export function passportUser(session: SessionData): string | undefined {
   const passport = session.passport as { user?: unknown } | undefined
   const user = passport?.user
-  return typeof user === 'string' || typeof user === 'number' ? String(user) : undefined
+  if (typeof user === 'number') return String(user)
+  return typeof user === 'string' && user !== '' ? user : undefined
 }
 
 /** 48 random bits: unique per write for all practical purposes, 8 cookie-safe characters. */

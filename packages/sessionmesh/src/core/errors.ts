@@ -9,7 +9,7 @@ export const ErrorCode = {
   STORE_UNAVAILABLE: 'SESSIONMESH_STORE_UNAVAILABLE',
   /** A save would make the session larger than `maxBytes`; nothing was written. HTTP 500. */
   SESSION_TOO_LARGE: 'SESSIONMESH_SESSION_TOO_LARGE',
-  /** A value in the session cannot be stored as JSON (a BigInt, a cycle). HTTP 500. */
+  /** A value in the session cannot be stored as JSON (a BigInt, a cycle), or a key is `__proto__`. HTTP 500. */
   SESSION_NOT_SERIALIZABLE: 'SESSIONMESH_SESSION_NOT_SERIALIZABLE',
   /** The options given to a constructor or factory are wrong. */
   INVALID_OPTION: 'SESSIONMESH_INVALID_OPTION',

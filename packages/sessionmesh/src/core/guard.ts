@@ -33,10 +33,17 @@ export class Guard {
     return this.#openUntil !== 0
   }
 
-  async run<T>(call: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `call` under the timeout and breaker. `call` gets the deadline a backend
+   * must not apply its work after: the timeout, less a margin (a tenth, at most
+   * 50 ms) for the reply to come back before the caller gives up.
+   */
+  async run<T>(call: (deadline: number) => Promise<T>): Promise<T> {
     const probe = this.#admit()
+    const { timeout } = this.#options
+    const deadline = Date.now() + timeout - Math.min(50, timeout / 10)
     try {
-      const result = await this.#withTimeout(call)
+      const result = await this.#withTimeout(() => call(deadline))
       this.#openUntil = 0
       return result
     } catch (error) {

@@ -1,6 +1,7 @@
 import { debuglog } from 'node:util'
 import type {
   Backend,
+  CallOptions,
   IndexedSession,
   SessionTouch,
   SessionWrite,
@@ -67,14 +68,14 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
       String(touch.now),
       String(Math.floor(touch.expiresAt)),
       String(touch.maxLifetime),
-      await this.clock.convert(touch.deadline),
+      '0', // no deadline: see SessionEngine.touch,
     ]
     const result = await this.run(lua.touch, [sessionKey(this.layout.prefix, sid)], args)
     return result === 1 ? 'ok' : 'gone'
   }
 
-  async destroy(sid: string, deadline?: number): Promise<void> {
-    const reply = await this.#destroyOne(sid, await this.clock.convert(deadline), '')
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    const reply = await this.#destroyOne(sid, await this.clock.convert(options.deadline), '')
     const user = second(reply)
     if (user !== '') await this.#leave(user, [[sid, '']]).catch(ignore)
   }
@@ -107,8 +108,8 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
     return live
   }
 
-  async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
-    const until = await this.clock.convert(deadline)
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
+    const until = await this.clock.convert(options.deadline)
     const targets = Object.keys(await this.#members(userId)).filter((sid) => sid !== except)
     const replies = await Promise.all(targets.map((sid) => this.#destroyOne(sid, until, userId)))
     const destroyed = targets.filter((_, i) => first(replies[i]) === 1)

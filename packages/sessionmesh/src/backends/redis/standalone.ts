@@ -1,5 +1,6 @@
 import type {
   Backend,
+  CallOptions,
   IndexedSession,
   SessionTouch,
   SessionWrite,
@@ -37,15 +38,15 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
       String(touch.now),
       String(Math.floor(touch.expiresAt)),
       String(touch.maxLifetime),
-      await this.clock.convert(touch.deadline),
+      '0', // no deadline: see SessionEngine.touch,
     ]
     const result = await this.run(this.#lua.touch, [sessionKey(this.layout.prefix, sid)], args)
     return result === 1 ? 'ok' : 'gone'
   }
 
-  async destroy(sid: string, deadline?: number): Promise<void> {
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
     const { prefix, tombstoneTtl } = this.layout
-    const args = [prefix, tombstoneTtl, await this.clock.convert(deadline), sid]
+    const args = [prefix, tombstoneTtl, await this.clock.convert(options.deadline), sid]
     await this.run(this.#lua.destroy, [], args)
   }
 
@@ -55,9 +56,15 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
     return rows.map((row: unknown) => indexedSession(row as unknown[], userId))
   }
 
-  async destroyUser(userId: string, except?: string, deadline?: number): Promise<string[]> {
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
     const { prefix, tombstoneTtl } = this.layout
-    const args = [prefix, tombstoneTtl, except ?? '', userId, await this.clock.convert(deadline)]
+    const args = [
+      prefix,
+      tombstoneTtl,
+      except ?? '',
+      userId,
+      await this.clock.convert(options.deadline),
+    ]
     const destroyed = await this.run(this.#lua.destroyUser, [], args)
     return Array.isArray(destroyed) ? destroyed.map(String) : []
   }

@@ -130,7 +130,9 @@ export class RequestState implements SessionHost {
   }
 
   async regenerate(session: Session): Promise<void> {
-    await this.#c.source.destroy(session.id)
+    // A session never stored (no snapshot) has nothing to destroy: writing a
+    // tombstone for it would be a write any anonymous request can cause.
+    if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id)
     this.#destroyedId = session.id
     this.generate(false)
   }
@@ -138,7 +140,7 @@ export class RequestState implements SessionHost {
   async destroy(session: Session): Promise<void> {
     const req = this.#req
     if (req.session === session) delete req.session
-    await this.#c.source.destroy(session.id)
+    if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id)
     this.#destroyedId = session.id
   }
 
@@ -226,7 +228,14 @@ export class RequestState implements SessionHost {
     const session = req.session
     if (!(session instanceof Session)) {
       const sid = req.sessionID
-      if (session == null && this.#c.unsetDestroy && typeof sid === 'string' && !this.#degraded) {
+      const stored = this.#snapshotOwner?.id === sid
+      if (
+        session == null &&
+        this.#c.unsetDestroy &&
+        typeof sid === 'string' &&
+        stored &&
+        !this.#degraded
+      ) {
         this.#destroyedId = sid
         const destroyed = this.#c.source.destroy(sid)
         // A foreign store's failure goes to next() after the response, as under express-session.
