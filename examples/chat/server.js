@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Runs one node of the demo: `node server.js`, configured by the environment that
 // `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL, SESSION_SECRET;
-// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL.
+// optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL,
+// TRUST_PROXY (the nginx address(es) whose X-Forwarded-* count, comma-separated;
+// default loopback) and SESSIONMESH_TIMEOUT_MS (longest wait for one store call).
 // Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql or tiered,
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
 // and for tiered SESSIONMESH_DURABLE = postgres (default) or mysql. The table must
@@ -71,6 +73,8 @@ async function openBackend({ store, client, database = {} }) {
  * @param {import('pino').Logger} options.logger
  * @param {string} [options.password] the demo accounts' password
  * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms
+ * @param {string} [options.trustProxy] Express's `trust proxy`: nginx's address(es); default loopback
+ * @param {number} [options.timeout] the store's longest wait for one backend call, in ms
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -100,7 +104,10 @@ export async function startNode(options) {
   await client.connect()
 
   const sessions = await openBackend({ store, client, database: options.database })
-  const sessionStore = new SessionStore({ backend: sessions.backend })
+  const sessionStore = new SessionStore({
+    backend: sessions.backend,
+    ...(options.timeout ? { timeout: options.timeout } : {}),
+  })
   logger.info({ store, backend: sessions.backend.kind }, 'session store ready')
   let draining = false
   const { app, sessionMiddleware } = createApp({
@@ -110,6 +117,7 @@ export async function startNode(options) {
     secret: options.secret,
     users: demoUsers(options.password),
     draining: () => draining,
+    ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}),
     ...(options.sessionMaxAge ? { sessionMaxAge: options.sessionMaxAge } : {}),
   })
   const server = createServer(app)
@@ -199,6 +207,12 @@ async function main() {
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
     ...(process.env.SESSION_MAX_AGE_MS
       ? { sessionMaxAge: Number(process.env.SESSION_MAX_AGE_MS) }
+      : {}),
+    // nginx on another host: only its address may say who the client is and
+    // that it used https (which makes the session cookie Secure).
+    ...(process.env.TRUST_PROXY ? { trustProxy: process.env.TRUST_PROXY } : {}),
+    ...(process.env.SESSIONMESH_TIMEOUT_MS
+      ? { timeout: Number(process.env.SESSIONMESH_TIMEOUT_MS) }
       : {}),
   })
   for (const signal of ['SIGTERM', 'SIGINT']) {

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { renderNginxConfig } from './nginx-config.js'
+import { type NginxTls, renderNginxConfig } from './nginx-config.js'
 import { isListening, stopProcess, waitUntil } from './system.js'
 
 /**
@@ -34,6 +34,10 @@ export interface NginxOptions {
   /** The nodes, as `host:port`. */
   upstreams: string[]
   sticky: boolean
+  /** HTTPS on `listen` (and the redirect from plain HTTP), as in the generated config. */
+  tls?: NginxTls
+  /** Proxies in front of nginx whose X-Forwarded-Proto is passed on. */
+  frontProxies?: readonly string[]
 }
 
 /** A running private nginx. */
@@ -59,6 +63,8 @@ export async function startNginx(options: NginxOptions): Promise<RunningNginx> {
       upstreams: options.upstreams,
       listen: options.listen,
       sticky: options.sticky,
+      ...(options.tls ? { tls: options.tls } : {}),
+      ...(options.frontProxies ? { frontProxies: options.frontProxies } : {}),
       managed: user ? { prefix, user } : { prefix },
     }),
   )
