@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Fleet, NGINX_ADDRESS, startFleet } from '../support/fleet.js'
+import { revokeAcrossHosts } from '../support/fleet-checks.js'
 import { fleetSkipReason, removeDeadFleets } from '../support/fleet-netns.js'
 
 // The fleet as deployed: nginx with TLS on a host of its own, three app hosts
@@ -83,4 +84,43 @@ describe.skipIf(skip)(`fleet over HTTPS${skip ? ` (skipped: ${skip})` : ''}`, ()
     expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 200))
     expect(new Set(answers.map((answer) => answer.node))).toEqual(new Set(fleet.apps))
   })
+
+  it('an app host killed and restarted: nginx routes around it, no idempotent request fails', async () => {
+    const cookies = await Promise.all(
+      ['alice', 'bob', 'carol'].map((user) => fleet.client.login(fleet.base, user)),
+    )
+    await fleet.client.startLoop('kill', cookies, { url: `${fleet.base}/api/me` }, { pauseMs: 10 })
+    await sleep(500)
+    await fleet.killApp('app2')
+    await sleep(1_500)
+    const during = await fleet.client.stopLoop('kill')
+    await fleet.startApp('app2')
+    // Back in rotation once nginx's fail_timeout (1 s) has passed.
+    await fleet.client.startLoop('after', cookies, { url: `${fleet.base}/api/me` }, { pauseMs: 10 })
+    await expect
+      .poll(
+        async () => (await fleet.client.fetch({ url: `${fleet.appUrl('app2')}/healthz` })).status,
+      )
+      .toBe(200)
+    await sleep(2_000)
+    const after = await fleet.client.stopLoop('after')
+    expect(during.count).toBeGreaterThan(50)
+    expect(during.byStatus, JSON.stringify(during)).toEqual({ 200: during.count })
+    expect(during.logouts).toBe(0)
+    expect(after.byStatus, JSON.stringify(after)).toEqual({ 200: after.count })
+    expect(Object.keys(after.byNode).sort()).toEqual(['app1', 'app2', 'app3'])
+  })
+
+  it('revocation on one host closes the session’s sockets on every host within 1 s', async () => {
+    const { delays, states } = await revokeAcrossHosts(fleet, 'alice', 'app2')
+    for (const app of fleet.apps) {
+      expect(states[app]?.ended, app).toBe('revoked')
+      // The promise the chat makes (docs/deploy.md), not a benchmark.
+      expect(delays[app], app).toBeLessThan(1_000)
+    }
+  })
 })
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((done) => setTimeout(done, ms))
+}

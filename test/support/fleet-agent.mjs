@@ -92,10 +92,20 @@ function openSocket({ name, url, cookie }) {
     extraHeaders: { cookie },
     timeout: 10_000,
   })
-  const state = { connected: false, disconnectedAt: null, reason: null, error: null, welcome: null }
+  const state = {
+    connected: false,
+    disconnectedAt: null,
+    reason: null,
+    ended: null,
+    error: null,
+    welcome: null,
+  }
   sockets.set(name, { socket, state })
   socket.on('welcome', (message) => {
     state.welcome = message
+  })
+  socket.on('session:ended', (event) => {
+    state.ended = event?.reason ?? null
   })
   socket.on('disconnect', (reason) => {
     state.connected = false

@@ -37,6 +37,8 @@ export interface SocketState {
   connected: boolean
   disconnectedAt: number | null
   reason: string | null
+  /** The reason of the server's `session:ended` event, if one came. */
+  ended: string | null
   error: string | null
   welcome: { user: unknown; node: string } | null
 }
