@@ -52,6 +52,7 @@ function startLoop({ name, cookies, request, pauseMs = 20, maxRequests = 5_000 }
     count: 0,
     byStatus: {},
     byNode: {},
+    byNodeStatus: {},
     errors: {},
     logouts: 0,
     slowestMs: 0,
@@ -63,6 +64,8 @@ function startLoop({ name, cookies, request, pauseMs = 20, maxRequests = 5_000 }
         loop.count++
         loop.byStatus[answer.status] = (loop.byStatus[answer.status] ?? 0) + 1
         if (answer.node) loop.byNode[answer.node] = (loop.byNode[answer.node] ?? 0) + 1
+        const pair = `${answer.node ?? 'none'} ${answer.status}`
+        loop.byNodeStatus[pair] = (loop.byNodeStatus[pair] ?? 0) + 1
         if (answer.error) loop.errors[answer.error] = (loop.errors[answer.error] ?? 0) + 1
         if (answer.status === 401) loop.logouts++
         loop.slowestMs = Math.max(loop.slowestMs, answer.ms)

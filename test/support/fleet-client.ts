@@ -17,6 +17,8 @@ export interface LoopCounts {
   count: number
   byStatus: Record<string, number>
   byNode: Record<string, number>
+  /** Answers by `node status`, e.g. `app1 503`; `none` when no node answered. */
+  byNodeStatus: Record<string, number>
   errors: Record<string, number>
   /** 401s: a logged-in cookie that was no longer logged in. */
   logouts: number
@@ -51,6 +53,7 @@ export class FleetClient {
   readonly #child: ChildProcess
   readonly #pending = new Map<number, (answer: Record<string, unknown>) => void>()
   #next = 1
+  #exited = false
 
   constructor(child: ChildProcess) {
     this.#child = child
@@ -61,12 +64,14 @@ export class FleetClient {
       this.#pending.delete(Number(answer.id))
     })
     child.once('exit', () => {
+      this.#exited = true
       for (const resolve of this.#pending.values()) resolve({ ok: false, error: 'agent exited' })
       this.#pending.clear()
     })
   }
 
   async #call<T>(op: string, args: object = {}): Promise<T> {
+    if (this.#exited) throw new Error(`agent ${op}: the agent has exited (see client.log)`)
     const id = this.#next++
     const answer = await new Promise<Record<string, unknown>>((resolve) => {
       this.#pending.set(id, resolve)
