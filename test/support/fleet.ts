@@ -152,11 +152,7 @@ export class Fleet {
   /** Starts (or restarts) the demo on app host `name` and waits until it answers. */
   async startApp(name: string): Promise<void> {
     const host = this.host(name)
-    const tlsRedis = this.#options.redisTls === true
-    const delayed = this.#options.delayed?.includes(name) ?? false
-    const redisUrl = delayed
-      ? `${tlsRedis ? 'rediss' : 'redis'}://127.0.0.1:${PROXY_PORT}`
-      : this.redisUrl()
+    const redisUrl = this.redisUrlOf(name)
     // The environment `sessionmesh up` gives a node (see cli/supervisor.ts), for a
     // host of its own: it listens on its front address, trusts nginx's address only.
     const env: Record<string, string> = {
@@ -197,6 +193,45 @@ export class Fleet {
     const first = redis[0]
     if (!first) throw new Error('no Redis host')
     return `${tls ? 'rediss' : 'redis'}://${first.address}:${first.port}`
+  }
+
+  /** redis-cli's options to reach a Redis host from inside its own namespace. */
+  redisCliArgs(): string[] {
+    return this.#options.redisTls
+      ? ['--tls', '--cacert', this.ca, '-p', String(REDIS_TLS_PORT)]
+      : ['-p', String(REDIS_PORT)]
+  }
+
+  /** Runs `redis-cli ...args` on Redis host `name` (inside its namespace). */
+  redisCli(name: string, args: string[]): string {
+    return execIn(this.host(name).ns, 'redis-cli', [...this.redisCliArgs(), ...args]).trim()
+  }
+
+  /** Runs `node script` on host `name` with `env`, to completion; its stdout. */
+  nodeOn(name: string, script: string, env: Record<string, string>): Promise<string> {
+    const child = spawnIn(this.host(name).ns, process.execPath, [script], {
+      env: { NODE_EXTRA_CA_CERTS: this.ca, ...env },
+      logFile: join(this.dir, `${name}-script.log`),
+      pipe: true,
+    })
+    child.stdin?.end()
+    let out = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+    })
+    return new Promise((done, fail) =>
+      child.once('exit', (code) =>
+        code === 0 ? done(out) : fail(new Error(`${script} on ${name} exited ${code}: ${out}`)),
+      ),
+    )
+  }
+
+  /** The REDIS_URL app host `name` uses (through its delay proxy when it has one). */
+  redisUrlOf(name: string): string {
+    const tls = this.#options.redisTls === true
+    return this.#options.delayed?.includes(name)
+      ? `${tls ? 'rediss' : 'redis'}://127.0.0.1:${PROXY_PORT}`
+      : this.redisUrl()
   }
 
   /** SIGKILLs app host `name`'s demo: a crash, no draining. */
@@ -307,13 +342,15 @@ export class Fleet {
   async #startRedis(name: string): Promise<void> {
     const host = this.host(name)
     const dir = join(this.dir, name)
+    const tls = this.#options.redisTls === true
     mkdirSync(dir)
     const args = [
       '--bind',
       String(host.back),
       '127.0.0.1',
+      // With TLS the plain port is off: nothing can reach this Redis in clear.
       '--port',
-      String(REDIS_PORT),
+      tls ? '0' : String(REDIS_PORT),
       '--dir',
       dir,
       '--save',
@@ -340,7 +377,7 @@ export class Fleet {
     )
     await this.#until(`${name} to answer PING`, async () => {
       try {
-        return execIn(host.ns, 'redis-cli', ['-p', String(REDIS_PORT), 'ping']).trim() === 'PONG'
+        return execIn(host.ns, 'redis-cli', [...this.redisCliArgs(), 'ping']).trim() === 'PONG'
       } catch {
         return false
       }
