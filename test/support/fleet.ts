@@ -1,13 +1,19 @@
-import type { ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { nginxUser } from '../../packages/sessionmesh/src/cli/nginx.js'
-import { http2ModeFor, renderNginxConfig } from '../../packages/sessionmesh/src/cli/nginx-config.js'
-import { nginxVersion } from '../../packages/sessionmesh/src/cli/system.js'
 import { createThrowawayTls } from '../../packages/sessionmesh/src/cli/tls.js'
+import { CLI } from './cluster.js'
 import { FleetClient } from './fleet-client.js'
+import {
+  appEnvironment,
+  nginxCommand,
+  nginxMain,
+  parseEnvironment,
+  redisConf,
+} from './fleet-configs.js'
 import {
   execIn,
   ip,
@@ -81,6 +87,7 @@ export class Fleet {
   /** nginx's HTTPS address, as the client reaches it. */
   readonly base = `https://${NGINX_ADDRESS}`
   readonly secret = randomBytes(32).toString('base64url')
+  readonly redisPassword = randomBytes(16).toString('hex')
   client!: FleetClient
   /** The CA every TLS certificate of the fleet is signed by (PEM path). */
   ca!: string
@@ -155,19 +162,22 @@ export class Fleet {
     const redisUrl = this.redisUrlOf(name)
     // The environment `sessionmesh up` gives a node (see cli/supervisor.ts), for a
     // host of its own: it listens on its front address, trusts nginx's address only.
-    const env: Record<string, string> = {
-      SESSIONMESH_NODE_ID: name,
-      PORT: String(APP_PORT),
-      HOST: String(host.front),
-      REDIS_URL: redisUrl,
-      SESSIONMESH_STORE: 'redis',
-      SESSION_SECRET: this.secret,
-      TRUST_PROXY: NGINX_ADDRESS,
-      NODE_EXTRA_CA_CERTS: this.ca,
-      ...(this.#options.storeTimeoutMs
-        ? { SESSIONMESH_TIMEOUT_MS: String(this.#options.storeTimeoutMs) }
-        : {}),
-    }
+    // Written as the environment file docs/deploy.md shows, and read back from it.
+    const file = join(this.dir, `${name}.env`)
+    writeFileSync(
+      file,
+      appEnvironment({
+        nodeId: name,
+        host: String(host.front),
+        port: APP_PORT,
+        redisUrl,
+        secret: this.secret,
+        nginx: NGINX_ADDRESS,
+        caFile: this.ca,
+        ...(this.#options.storeTimeoutMs ? { timeoutMs: this.#options.storeTimeoutMs } : {}),
+      }),
+    )
+    const env = parseEnvironment(readFileSync(file, 'utf8'))
     const child = spawnIn(host.ns, process.execPath, [DEMO], {
       env,
       logFile: join(this.dir, `${name}.log`),
@@ -192,14 +202,15 @@ export class Fleet {
     if (this.#options.redisUrl) return this.#options.redisUrl(redis, tls)
     const first = redis[0]
     if (!first) throw new Error('no Redis host')
-    return `${tls ? 'rediss' : 'redis'}://${first.address}:${first.port}`
+    return `${tls ? 'rediss' : 'redis'}://:${this.redisPassword}@${first.address}:${first.port}`
   }
 
   /** redis-cli's options to reach a Redis host from inside its own namespace. */
   redisCliArgs(): string[] {
+    const auth = ['-a', this.redisPassword, '--no-auth-warning']
     return this.#options.redisTls
-      ? ['--tls', '--cacert', this.ca, '-p', String(REDIS_TLS_PORT)]
-      : ['-p', String(REDIS_PORT)]
+      ? ['--tls', '--cacert', this.ca, '-p', String(REDIS_TLS_PORT), ...auth]
+      : ['-p', String(REDIS_PORT), ...auth]
   }
 
   /** Runs `redis-cli ...args` on Redis host `name` (inside its namespace). */
@@ -230,7 +241,7 @@ export class Fleet {
   redisUrlOf(name: string): string {
     const tls = this.#options.redisTls === true
     return this.#options.delayed?.includes(name)
-      ? `${tls ? 'rediss' : 'redis'}://127.0.0.1:${PROXY_PORT}`
+      ? `${tls ? 'rediss' : 'redis'}://:${this.redisPassword}@127.0.0.1:${PROXY_PORT}`
       : this.redisUrl()
   }
 
@@ -344,33 +355,17 @@ export class Fleet {
     const dir = join(this.dir, name)
     const tls = this.#options.redisTls === true
     mkdirSync(dir)
-    const args = [
-      '--bind',
-      String(host.back),
-      '127.0.0.1',
-      // With TLS the plain port is off: nothing can reach this Redis in clear.
-      '--port',
-      tls ? '0' : String(REDIS_PORT),
-      '--dir',
-      dir,
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--protected-mode',
-      'no',
-      // The TLS port next to the plain one; clients need no certificate of their own.
-      '--tls-port',
-      String(REDIS_TLS_PORT),
-      '--tls-cert-file',
-      this.#tls.cert,
-      '--tls-key-file',
-      this.#tls.key,
-      '--tls-ca-cert-file',
-      this.ca,
-      '--tls-auth-clients',
-      'no',
-    ]
+    const conf = join(this.dir, `${name}.conf`)
+    writeFileSync(
+      conf,
+      redisConf({
+        bind: String(host.back),
+        dir,
+        password: this.redisPassword,
+        ...(tls ? { tls: { cert: this.#tls.cert, key: this.#tls.key, ca: this.ca } } : {}),
+      }),
+    )
+    const args = [conf]
     this.#processes.set(
       name,
       spawnIn(host.ns, 'redis-server', args, { logFile: join(this.dir, `${name}.log`) }),
@@ -387,7 +382,7 @@ export class Fleet {
   async #startDelayProxy(name: string): Promise<void> {
     const target =
       this.redisUrl()
-        .replace(/^\w+:\/\//, '')
+        .replace(/^\w+:\/\/([^@]*@)?/, '')
         .split(/[,/]/)[0] ?? ''
     const [address = '', port = ''] = target.split(':')
     const proxy = spawnIn(
@@ -408,23 +403,22 @@ export class Fleet {
     mkdirSync(join(prefix, 'logs'), { recursive: true })
     mkdirSync(join(prefix, 'temp'), { recursive: true })
     chmodSync(prefix, 0o755)
-    const user = nginxUser()
+    // What `sessionmesh nginx` prints for this fleet (docs/deploy.md shows the
+    // command), included by a main nginx.conf as Debian's includes conf.d.
+    const args = nginxCommand({
+      upstreams: this.apps.map((name) => `${this.host(name).front}:${APP_PORT}`),
+      cert: this.#tls.cert,
+      key: this.#tls.key,
+      listen: `${NGINX_ADDRESS}:443`,
+      httpListen: `${NGINX_ADDRESS}:80`,
+    })
+    const generated = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
+    if (generated.status !== 0) throw new Error(`sessionmesh nginx failed: ${generated.stderr}`)
+    writeFileSync(join(prefix, 'sessionmesh.conf'), generated.stdout)
     const config = join(prefix, 'nginx.conf')
-    // The config `sessionmesh nginx --tls-cert … --tls-key … --upstream …` prints,
-    // inside the managed main context (docs/deploy.md shows the command).
     writeFileSync(
       config,
-      renderNginxConfig({
-        upstreams: this.apps.map((name) => `${this.host(name).front}:${APP_PORT}`),
-        listen: `${NGINX_ADDRESS}:443`,
-        tls: {
-          cert: this.#tls.cert,
-          key: this.#tls.key,
-          redirectFrom: `${NGINX_ADDRESS}:80`,
-          http2: http2ModeFor(nginxVersion(NGINX)),
-        },
-        managed: user ? { prefix, user } : { prefix },
-      }),
+      nginxMain({ prefix, user: nginxUser(), include: join(prefix, 'sessionmesh.conf') }),
     )
     this.#processes.set(
       'nginx',
