@@ -205,6 +205,11 @@ export class Fleet {
     return `${tls ? 'rediss' : 'redis'}://:${this.redisPassword}@${first.address}:${first.port}`
   }
 
+  /** The certificate and key nginx and Redis serve (signed by {@link Fleet.ca}). */
+  tlsFiles(): { cert: string; key: string } {
+    return this.#tls
+  }
+
   /** redis-cli's options to reach a Redis host from inside its own namespace. */
   redisCliArgs(): string[] {
     const auth = ['-a', this.redisPassword, '--no-auth-warning']
