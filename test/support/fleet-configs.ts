@@ -1,3 +1,9 @@
+import { spawnSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { nginxUser } from '../../packages/sessionmesh/src/cli/nginx.js'
+import { CLI } from './cluster.js'
+
 // The configs the fleet runs, as text: docs/deploy.md shows the same texts (with
 // its own paths and secrets), and test/unit/deploy-doc.test.ts checks that the
 // guide and these stay one and the same.
@@ -115,4 +121,21 @@ export function nginxMain(options: { prefix: string; user: string | undefined; i
     '}',
     '',
   ].join('\n')
+}
+
+/**
+ * Runs the built CLI's `sessionmesh nginx` with {@link nginxCommand}'s arguments,
+ * writes its output to `prefix/sessionmesh.conf` and a main nginx.conf that
+ * includes it; returns the main config's path.
+ */
+export function writeNginxConfig(prefix: string, command: NginxCommand): string {
+  const generated = spawnSync(process.execPath, [CLI, ...nginxCommand(command)], {
+    encoding: 'utf8',
+  })
+  if (generated.status !== 0) throw new Error(`sessionmesh nginx failed: ${generated.stderr}`)
+  const include = join(prefix, 'sessionmesh.conf')
+  writeFileSync(include, generated.stdout)
+  const config = join(prefix, 'nginx.conf')
+  writeFileSync(config, nginxMain({ prefix, user: nginxUser(), include }))
+  return config
 }

@@ -120,3 +120,44 @@ export function spawnIn(
   if (typeof log === 'number') closeSync(log)
   return child
 }
+
+/** The veth end in the bridge namespace that links `host` to `network`. */
+export function vethName(network: string, host: string): string {
+  return `${network[0]}-${host}`
+}
+
+/** The bridge namespace `bridgeNs`, with one bridge per network (no addresses). */
+export function createNetworks(bridgeNs: string, networks: readonly string[]): void {
+  ip(['netns', 'add', bridgeNs])
+  ip(['-n', bridgeNs, 'link', 'set', 'lo', 'up'])
+  for (const network of networks) {
+    ip(['-n', bridgeNs, 'link', 'add', network, 'type', 'bridge'])
+    ip(['-n', bridgeNs, 'link', 'set', network, 'up'])
+  }
+}
+
+/**
+ * Namespace `ns` for host `host`, with loopback up and, for each network it is on,
+ * a veth into that network's bridge: `eth0` for the first network, `eth1` for the
+ * second, each with the given /24 address.
+ */
+export function addHost(
+  bridgeNs: string,
+  ns: string,
+  host: string,
+  addresses: Record<string, string | undefined>,
+): void {
+  ip(['netns', 'add', ns])
+  ip(['-n', ns, 'link', 'set', 'lo', 'up'])
+  for (const [index, [network, address]] of Object.entries(addresses).entries()) {
+    if (!address) continue
+    const veth = vethName(network, host)
+    const device = `eth${index}`
+    // Made inside the bridge namespace, its peer moved straight into the host's:
+    // neither end ever exists in the root namespace.
+    ip(['-n', bridgeNs, 'link', 'add', veth, 'type', 'veth', 'peer', 'name', device, 'netns', ns])
+    ip(['-n', bridgeNs, 'link', 'set', veth, 'master', network, 'up'])
+    ip(['-n', ns, 'addr', 'add', `${address}/24`, 'dev', device])
+    ip(['-n', ns, 'link', 'set', device, 'up'])
+  }
+}

@@ -1,20 +1,14 @@
-import { type ChildProcess, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { nginxUser } from '../../packages/sessionmesh/src/cli/nginx.js'
 import { createThrowawayTls } from '../../packages/sessionmesh/src/cli/tls.js'
-import { CLI } from './cluster.js'
 import { FleetClient } from './fleet-client.js'
+import { appEnvironment, parseEnvironment, redisConf, writeNginxConfig } from './fleet-configs.js'
 import {
-  appEnvironment,
-  nginxCommand,
-  nginxMain,
-  parseEnvironment,
-  redisConf,
-} from './fleet-configs.js'
-import {
+  addHost,
+  createNetworks,
   execIn,
   ip,
   namespaceName,
@@ -22,6 +16,7 @@ import {
   removeDeadFleets,
   removeNamespace,
   spawnIn,
+  vethName,
 } from './fleet-netns.js'
 
 // The fleet as it is deployed, on one machine: every host a network namespace
@@ -124,7 +119,7 @@ export class Fleet {
   async start(): Promise<void> {
     const apps = this.#options.apps ?? 3
     const redisHosts = this.#options.redisHosts ?? 1
-    this.#network()
+    createNetworks(this.#bridge, ['front', 'back'])
     this.#addHost('nginx', NGINX_ADDRESS, undefined)
     this.#addHost('client', '10.77.1.100', undefined)
     for (let k = 1; k <= apps; k++) {
@@ -312,46 +307,9 @@ export class Fleet {
     live.delete(this)
   }
 
-  #network(): void {
-    ip(['netns', 'add', this.#bridge])
-    ip(['-n', this.#bridge, 'link', 'set', 'lo', 'up'])
-    for (const bridge of ['front', 'back']) {
-      ip(['-n', this.#bridge, 'link', 'add', bridge, 'type', 'bridge'])
-      ip(['-n', this.#bridge, 'link', 'set', bridge, 'up'])
-    }
-  }
-
   #addHost(name: string, front: string | undefined, back: string | undefined): void {
     const ns = namespaceName(this.id, name)
-    ip(['netns', 'add', ns])
-    ip(['-n', ns, 'link', 'set', 'lo', 'up'])
-    const links = [
-      ['front', front, 'eth0'],
-      ['back', back, 'eth1'],
-    ] as const
-    for (const [network, address, device] of links) {
-      if (!address) continue
-      const veth = vethName(network, name)
-      // Made inside the bridge namespace, its peer moved straight into the host's:
-      // neither end ever exists in the root namespace.
-      ip([
-        '-n',
-        this.#bridge,
-        'link',
-        'add',
-        veth,
-        'type',
-        'veth',
-        'peer',
-        'name',
-        device,
-        'netns',
-        ns,
-      ])
-      ip(['-n', this.#bridge, 'link', 'set', veth, 'master', network, 'up'])
-      ip(['-n', ns, 'addr', 'add', `${address}/24`, 'dev', device])
-      ip(['-n', ns, 'link', 'set', device, 'up'])
-    }
+    addHost(this.#bridge, ns, name, { front, back })
     this.hosts.set(name, { name, ns, ...(front ? { front } : {}), ...(back ? { back } : {}) })
   }
 
@@ -410,21 +368,13 @@ export class Fleet {
     chmodSync(prefix, 0o755)
     // What `sessionmesh nginx` prints for this fleet (docs/deploy.md shows the
     // command), included by a main nginx.conf as Debian's includes conf.d.
-    const args = nginxCommand({
+    const config = writeNginxConfig(prefix, {
       upstreams: this.apps.map((name) => `${this.host(name).front}:${APP_PORT}`),
       cert: this.#tls.cert,
       key: this.#tls.key,
       listen: `${NGINX_ADDRESS}:443`,
       httpListen: `${NGINX_ADDRESS}:80`,
     })
-    const generated = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
-    if (generated.status !== 0) throw new Error(`sessionmesh nginx failed: ${generated.stderr}`)
-    writeFileSync(join(prefix, 'sessionmesh.conf'), generated.stdout)
-    const config = join(prefix, 'nginx.conf')
-    writeFileSync(
-      config,
-      nginxMain({ prefix, user: nginxUser(), include: join(prefix, 'sessionmesh.conf') }),
-    )
     this.#processes.set(
       'nginx',
       spawnIn(
@@ -450,10 +400,6 @@ export class Fleet {
       await new Promise((done) => setTimeout(done, 100))
     }
   }
-}
-
-function vethName(network: 'front' | 'back', host: string): string {
-  return `${network === 'front' ? 'f' : 'b'}-${host}`
 }
 
 /**
