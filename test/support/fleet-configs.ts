@@ -57,6 +57,11 @@ export interface RedisConf {
   password: string
   /** TLS only (the plain port off), with these files; plain port 6379 without. */
   tls?: { cert: string; key: string; ca: string }
+  /**
+   * In a replication group: a replica of this primary (`address:port`, the same
+   * password), or `''` for the first primary.
+   */
+  replicaOf?: string
 }
 
 /** The redis.conf of a Redis host. */
@@ -75,7 +80,35 @@ export function redisConf(conf: RedisConf): string {
   } else {
     lines.push('port 6379')
   }
+  if (conf.replicaOf !== undefined) {
+    // Every member of a Sentinel group may become a replica (the first primary too,
+    // after a failover): each can authenticate to whichever is primary.
+    lines.push(`masterauth ${conf.password}`)
+    if (conf.replicaOf) lines.push(`replicaof ${conf.replicaOf.replace(':', ' ')}`)
+  }
   return `${lines.join('\n')}\n`
+}
+
+/** A Sentinel's config: it watches `primary` as `name`; a quorum of 2 agrees it is down. */
+export function sentinelConf(conf: {
+  bind: string
+  dir: string
+  name: string
+  primary: string
+  password: string
+}): string {
+  return [
+    `bind ${conf.bind} 127.0.0.1`,
+    'port 26379',
+    `dir ${conf.dir}`,
+    `sentinel monitor ${conf.name} ${conf.primary.replace(':', ' ')} 2`,
+    `sentinel auth-pass ${conf.name} ${conf.password}`,
+    // Down after 1 s without an answer; a failover may take 5 s before it is retried.
+    `sentinel down-after-milliseconds ${conf.name} 1000`,
+    `sentinel failover-timeout ${conf.name} 5000`,
+    `sentinel parallel-syncs ${conf.name} 1`,
+    '',
+  ].join('\n')
 }
 
 /** What `sessionmesh nginx` is run with for the nginx host. */

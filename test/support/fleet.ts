@@ -5,7 +5,13 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { createThrowawayTls } from '../../packages/sessionmesh/src/cli/tls.js'
 import { FleetClient } from './fleet-client.js'
-import { appEnvironment, parseEnvironment, redisConf, writeNginxConfig } from './fleet-configs.js'
+import {
+  appEnvironment,
+  parseEnvironment,
+  redisConf,
+  sentinelConf,
+  writeNginxConfig,
+} from './fleet-configs.js'
 import {
   addHost,
   createNetworks,
@@ -37,6 +43,8 @@ const REDIS_TLS_PORT = 6380
 /** Where a delayed app host's Redis client connects: the delay proxy on its loopback. */
 const PROXY_PORT = 6390
 export const NGINX_ADDRESS = '10.77.1.2'
+/** The name of the fleet's Sentinel group. */
+export const SENTINEL_NAME = 'fleet'
 
 /** Options of {@link startFleet}. */
 export interface FleetOptions {
@@ -44,6 +52,12 @@ export interface FleetOptions {
   apps?: number
   /** Redis hosts; one until the Sentinel/Cluster URL forms land. @default 1 */
   redisHosts?: number
+  /**
+   * A Sentinel group: redis1 the first primary, the other hosts its replicas, and a
+   * Sentinel (port 26379, group name `fleet`) on every Redis host. Needs 3 hosts.
+   * @default false
+   */
+  sentinel?: boolean
   /** Apps reach Redis over TLS (`rediss://`, redis-server `--tls-port`). @default false */
   redisTls?: boolean
   /** App hosts whose Redis link runs through a delay proxy (see {@link Fleet.delay}). */
@@ -326,9 +340,11 @@ export class Fleet {
         dir,
         password: this.redisPassword,
         ...(tls ? { tls: { cert: this.#tls.cert, key: this.#tls.key, ca: this.ca } } : {}),
+        ...(this.#options.sentinel ? { replicaOf: name === 'redis1' ? '' : this.#primary() } : {}),
       }),
     )
     const args = [conf]
+    if (this.#options.sentinel) this.#startSentinel(name)
     this.#processes.set(
       name,
       spawnIn(host.ns, 'redis-server', args, { logFile: join(this.dir, `${name}.log`) }),
@@ -340,6 +356,54 @@ export class Fleet {
         return false
       }
     })
+  }
+
+  /** The first primary of a Sentinel group, `address:port`. */
+  #primary(): string {
+    return `${this.host('redis1').back}:${REDIS_PORT}`
+  }
+
+  #startSentinel(name: string): void {
+    const host = this.host(name)
+    const dir = join(this.dir, `${name}-sentinel`)
+    mkdirSync(dir)
+    const conf = join(dir, 'sentinel.conf')
+    writeFileSync(
+      conf,
+      sentinelConf({
+        bind: String(host.back),
+        dir,
+        name: SENTINEL_NAME,
+        primary: this.#primary(),
+        password: this.redisPassword,
+      }),
+    )
+    this.#processes.set(
+      `${name}-sentinel`,
+      spawnIn(host.ns, 'redis-server', [conf, '--sentinel'], {
+        logFile: join(this.dir, `${name}-sentinel.log`),
+      }),
+    )
+  }
+
+  /** The Sentinels, as ioredis's `sentinels` option takes them. */
+  sentinels(): Array<{ host: string; port: number }> {
+    return this.redis.map((name) => ({ host: String(this.host(name).back), port: 26379 }))
+  }
+
+  /** `SENTINEL MASTER` of the Sentinel on Redis host `name`, as field → value. */
+  sentinelMaster(name: string): Record<string, string> {
+    const args = ['-p', '26379', 'sentinel', 'master', SENTINEL_NAME]
+    const lines = execIn(this.host(name).ns, 'redis-cli', args).trim().split('\n')
+    const fields: Record<string, string> = {}
+    for (let i = 0; i + 1 < lines.length; i += 2) fields[String(lines[i])] = String(lines[i + 1])
+    return fields
+  }
+
+  /** What the Sentinel on Redis host `name` says the primary is (`address:port`). */
+  sentinelPrimary(name: string): string {
+    const args = ['-p', '26379', 'sentinel', 'get-master-addr-by-name', SENTINEL_NAME]
+    return execIn(this.host(name).ns, 'redis-cli', args).trim().split('\n').join(':')
   }
 
   async #startDelayProxy(name: string): Promise<void> {
