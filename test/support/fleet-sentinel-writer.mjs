@@ -2,7 +2,7 @@
 // inside an app host's namespace with ioredis following the primary Sentinel
 // names (`new Redis({ sentinels, name })`) under the sessionmesh store.
 //   MODE=write: writes new sessions, 4 at a time, for DURATION_MS; prints
-//     { acked: [[sid, ackedAtMs]], failed: [[atMs, code]] }.
+//     { acked: [[sid, ackedAtMs, serverAddress]], failed: [[atMs, code]] }.
 //   MODE=read: reads the sessions listed (one sid a line) in SIDS_FILE; prints
 //     { missing: [sid] }.
 // SENTINELS is `host:port,host:port`; NAME the group; PASSWORD Redis's.
@@ -45,7 +45,8 @@ if (process.env.MODE === 'read') {
         const sid = randomBytes(12).toString('base64url')
         try {
           await store.set(sid, { cookie: { originalMaxAge: 600_000, path: '/' }, n: acked.length })
-          acked.push([sid, Date.now()])
+          // Which server the connection that carried it goes to.
+          acked.push([sid, Date.now(), client.stream?.remoteAddress ?? null])
         } catch (error) {
           failed.push([Date.now(), error.code ?? error.message])
           await new Promise((done) => setTimeout(done, 50))
