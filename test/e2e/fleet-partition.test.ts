@@ -48,7 +48,7 @@ describe.skipIf(skip)(
       expect(Object.keys(during.byStatus).sort(), JSON.stringify(during)).toEqual(['200', '503'])
       expect(during.logouts).toBe(0)
       const failed = Object.keys(during.byNodeStatus).filter((pair) => !pair.endsWith(' 200'))
-      expect(failed).toEqual(['app1 503'])
+      expect(failed, JSON.stringify(during)).toEqual(['app1 503'])
       expect(during.byNode.app2).toBeGreaterThan(20)
       expect(during.byNode.app3).toBeGreaterThan(20)
 

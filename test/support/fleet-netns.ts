@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
-import { closeSync, openSync } from 'node:fs'
+import { closeSync, openSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 // Network namespaces for the fleet tests. Every name starts with `smf-<pid>-`, the
 // pid of the test process that made it, so that a later run can tell the leftovers
@@ -81,18 +83,25 @@ export function removeNamespace(ns: string): void {
 
 /** Removes the namespaces of fleets whose test process is gone; returns their names. */
 export function removeDeadFleets(): string[] {
-  const dead = fleetNamespaces().filter((name) => {
-    const pid = Number(/^smf-(\d+)-/.exec(name)?.[1])
-    if (!pid || pid === process.pid) return false
-    try {
-      process.kill(pid, 0)
-      return false
-    } catch (error) {
-      return (error as NodeJS.ErrnoException).code === 'ESRCH'
-    }
-  })
+  const dead = fleetNamespaces().filter(ofDeadRun)
   for (const name of dead) removeNamespace(name)
+  // Their temp dirs (logs, configs, Redis data) too.
+  for (const entry of readdirSync(tmpdir())) {
+    if (ofDeadRun(entry)) rmSync(join(tmpdir(), entry), { recursive: true, force: true })
+  }
   return dead
+}
+
+/** Whether `name` (`smf-<pid>-…`) belongs to a test process that is gone. */
+function ofDeadRun(name: string): boolean {
+  const pid = Number(/^smf-(\d+)-/.exec(name)?.[1])
+  if (!pid || pid === process.pid) return false
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH'
+  }
 }
 
 /** The namespaces of fleet `fleet` of this process that exist now. */

@@ -457,7 +457,7 @@ export class Fleet {
     })
   }
 
-  async #until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  async #until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
     while (!(await check())) {
       if (Date.now() > deadline) throw new Error(`fleet: timed out waiting for ${what}`)
