@@ -44,9 +44,19 @@ describe('TLS and front-proxy options of the CLI', () => {
 
   it('nginx: --http2 off and repeated --front-proxy', () => {
     const args = parseNginxArgs([
-      '--upstream', 'h:1', '--tls-cert', '/c', '--tls-key', '/k', '--http2', 'off',
-      '--front-proxy', '10.0.0.0/8', '--front-proxy', '192.0.2.1',
-    ]) // biome-ignore format: option pairs
+      '--upstream',
+      'h:1',
+      '--tls-cert',
+      '/c',
+      '--tls-key',
+      '/k',
+      '--http2',
+      'off',
+      '--front-proxy',
+      '10.0.0.0/8',
+      '--front-proxy',
+      '192.0.2.1',
+    ])
     expect(args.http2).toBe(false)
     expect(args.frontProxies).toEqual(['10.0.0.0/8', '192.0.2.1'])
   })
