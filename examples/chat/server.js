@@ -3,7 +3,9 @@
 // `sessionmesh up` (or pm2) sets: SESSIONMESH_NODE_ID, PORT, REDIS_URL (redis://,
 // redis+cluster:// or redis+sentinel://, see redis.js), SESSION_SECRET;
 // optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL,
-// SESSIONMESH_ADAPTER = streams (default) or classic (the chat's socket.io adapter).
+// SESSIONMESH_ADAPTER = streams (default) or classic (the chat's socket.io adapter),
+// TRUST_PROXY (the nginx address(es) whose X-Forwarded-* count, comma-separated;
+// default loopback) and SESSIONMESH_TIMEOUT_MS (longest wait for one store call).
 // Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql, tiered
 // or memcached (servers in MEMCACHED_SERVERS, default 127.0.0.1:11211),
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
@@ -85,6 +87,8 @@ async function openBackend({ store, client, database = {} }) {
  * @param {string} [options.password] the demo accounts' password
  * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms
  * @param {'streams' | 'classic'} [options.adapter] the chat's socket.io Redis adapter
+ * @param {string} [options.trustProxy] Express's `trust proxy`: nginx's address(es); default loopback
+ * @param {number} [options.timeout] the store's longest wait for one backend call, in ms
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -111,7 +115,10 @@ export async function startNode(options) {
   logger.info({ redis: redis.kind }, 'redis connected')
 
   const sessions = await openBackend({ store, client, database: options.database })
-  const sessionStore = new SessionStore({ backend: sessions.backend })
+  const sessionStore = new SessionStore({
+    backend: sessions.backend,
+    ...(options.timeout ? { timeout: options.timeout } : {}),
+  })
   logger.info({ store, backend: sessions.backend.kind }, 'session store ready')
   let draining = false
   const { app, sessionMiddleware } = createApp({
@@ -121,6 +128,7 @@ export async function startNode(options) {
     secret: options.secret,
     users: demoUsers(options.password),
     draining: () => draining,
+    ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}),
     ...(options.sessionMaxAge ? { sessionMaxAge: options.sessionMaxAge } : {}),
   })
   const server = createServer(app)
@@ -231,6 +239,12 @@ async function main() {
     ...(process.env.DEMO_PASSWORD ? { password: process.env.DEMO_PASSWORD } : {}),
     ...(process.env.SESSION_MAX_AGE_MS
       ? { sessionMaxAge: Number(process.env.SESSION_MAX_AGE_MS) }
+      : {}),
+    // nginx on another host: only its address may say who the client is and
+    // that it used https (which makes the session cookie Secure).
+    ...(process.env.TRUST_PROXY ? { trustProxy: process.env.TRUST_PROXY } : {}),
+    ...(process.env.SESSIONMESH_TIMEOUT_MS
+      ? { timeout: Number(process.env.SESSIONMESH_TIMEOUT_MS) }
       : {}),
   })
   // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,

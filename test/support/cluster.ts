@@ -30,7 +30,8 @@ export class Cluster {
   private constructor(args: string[], port: number, env: Record<string, string>) {
     if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`)
     this.port = port
-    this.base = `http://127.0.0.1:${port}`
+    // `up --tls` serves HTTPS on --port and names its CA on the ready line.
+    this.base = `${args.includes('--tls') ? 'https' : 'http'}://127.0.0.1:${port}`
     this.process = spawn(process.execPath, [CLI, 'up', '--port', String(port), ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
@@ -60,8 +61,12 @@ export class Cluster {
         () => {
           if (exited) throw new Error('sessionmesh up exited before it was ready')
           return (
-            cluster.stdout.includes(`ready ${cluster.base}\n`) &&
-            cluster.stdout.includes('rolling restart:')
+            cluster.stdout
+              .split('\n')
+              .some(
+                (line) =>
+                  line === `ready ${cluster.base}` || line.startsWith(`ready ${cluster.base} ca=`),
+              ) && cluster.stdout.includes('rolling restart:')
           )
         },
         'sessionmesh up to print ready',

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { nginxUser } from '../../packages/sessionmesh/src/cli/nginx.js'
-import { renderNginxConfig } from '../../packages/sessionmesh/src/cli/nginx-config.js'
+import { http2ModeFor, renderNginxConfig } from '../../packages/sessionmesh/src/cli/nginx-config.js'
+import { nginxVersion } from '../../packages/sessionmesh/src/cli/system.js'
+import { createThrowawayTls } from '../../packages/sessionmesh/src/cli/tls.js'
 
 const NGINX = '/usr/sbin/nginx'
 const upstreams = ['127.0.0.1:3001', '127.0.0.1:3002', '127.0.0.1:3003']
@@ -117,7 +119,99 @@ describe('renderNginxConfig', () => {
   })
 })
 
+describe('renderNginxConfig with TLS and a front proxy', () => {
+  const tls = { cert: '/etc/ssl/sm.pem', key: '/etc/ssl/sm.key' }
+
+  it('serves HTTPS with HTTP/2 on the listen flag, TLS 1.2+ only, and no plain listener', () => {
+    const lines = directives(renderNginxConfig({ upstreams, tls }))
+    expect(lines).toContain('listen 443 ssl http2;')
+    expect(lines).toContain('ssl_certificate /etc/ssl/sm.pem;')
+    expect(lines).toContain('ssl_certificate_key /etc/ssl/sm.key;')
+    expect(lines).toContain('ssl_protocols TLSv1.2 TLSv1.3;')
+    expect(lines.filter((line) => line.startsWith('listen '))).toEqual(['listen 443 ssl http2;'])
+  })
+
+  it('uses `http2 on;` for nginx 1.25.1 and later, and nothing when HTTP/2 is off', () => {
+    const directive = directives(
+      renderNginxConfig({ upstreams, tls: { ...tls, http2: 'directive' } }),
+    )
+    expect(directive).toContain('listen 443 ssl;')
+    expect(directive).toContain('http2 on;')
+    const off = directives(renderNginxConfig({ upstreams, tls: { ...tls, http2: false } }))
+    expect(off).toContain('listen 443 ssl;')
+    expect(off.some((line) => line.includes('http2'))).toBe(false)
+    expect(http2ModeFor('nginx version: nginx/1.22.1')).toBe('listen')
+    expect(http2ModeFor('nginx version: nginx/1.25.0')).toBe('listen')
+    expect(http2ModeFor('nginx version: nginx/1.25.1')).toBe('directive')
+    expect(http2ModeFor('nginx version: nginx/1.27.3')).toBe('directive')
+  })
+
+  it('redirects plain HTTP to the HTTPS port, keeping the path', () => {
+    const standard = renderNginxConfig({ upstreams, tls: { ...tls, redirectFrom: '80' } })
+    expect(directives(standard)).toContain('return 301 https://$host$request_uri;')
+    const custom = renderNginxConfig({
+      upstreams,
+      listen: '127.0.0.1:8443',
+      tls: { ...tls, redirectFrom: '127.0.0.1:8080' },
+    })
+    const lines = directives(custom)
+    expect(lines).toContain('listen 127.0.0.1:8080;')
+    expect(lines).toContain('return 301 https://$host:8443$request_uri;')
+  })
+
+  it('passes X-Forwarded-Proto on from listed front proxies only', () => {
+    const plain = directives(renderNginxConfig({ upstreams }))
+    expect(plain).toContain('proxy_set_header X-Forwarded-Proto $scheme;')
+    expect(plain.some((line) => line.startsWith('geo '))).toBe(false)
+    const fronted = renderNginxConfig({ upstreams, frontProxies: ['10.0.0.5', '192.168.0.0/16'] })
+    const lines = directives(fronted)
+    expect(lines).toContain('proxy_set_header X-Forwarded-Proto $sessionmesh_forwarded_proto;')
+    expect(lines).toContain('10.0.0.5 1;')
+    expect(lines).toContain('192.168.0.0/16 1;')
+    expect(lines).toContain('default 0;')
+    expect(lines).toContain('default $scheme;')
+  })
+
+  it('refuses unsafe certificate paths, a redirect on the HTTPS port and bad proxy ranges', () => {
+    expect(() =>
+      renderNginxConfig({ upstreams, tls: { ...tls, cert: '/a b.pem; include /etc/x' } }),
+    ).toThrow(/plain file path/)
+    expect(() =>
+      renderNginxConfig({ upstreams, listen: '8443', tls: { ...tls, redirectFrom: '8443' } }),
+    ).toThrow(/port of its own/)
+    for (const bad of ['10.0.0.300', '10.0.0.0/33', 'example.com', '10.0.0.1/8/1']) {
+      expect(() => renderNginxConfig({ upstreams, frontProxies: [bad] }), bad).toThrow(
+        /front proxy/,
+      )
+    }
+  })
+})
+
 describe('nginx -t on generated configs', () => {
+  it('accepts the TLS config with redirect, HTTP/2 as this nginx spells it, and a front proxy', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sm-nginx-tls-'))
+    dirs.push(dir)
+    const certs = createThrowawayTls({ dir })
+    const user = nginxUser()
+    const result = nginxTest((prefix) =>
+      renderNginxConfig({
+        upstreams,
+        listen: '127.0.0.1:18443',
+        frontProxies: ['127.0.0.1', '10.0.0.0/8', '::1'],
+        tls: {
+          cert: certs.cert,
+          key: certs.key,
+          redirectFrom: '127.0.0.1:18080',
+          http2: http2ModeFor(nginxVersion(NGINX)),
+        },
+        managed: user ? { prefix, user } : { prefix },
+      }),
+    )
+    expect(result.output).toMatch(/test is successful/)
+    expect(result.output).not.toMatch(/\[warn\]/)
+    expect(result.status).toBe(0)
+  })
+
   it('accepts the managed config sessionmesh up runs, in a private prefix', () => {
     const user = nginxUser()
     const result = nginxTest((prefix) =>

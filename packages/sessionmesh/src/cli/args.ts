@@ -33,6 +33,11 @@ Commands:
                                tiered), then DATABASE_URL; postgres without a
                                URL reads PGHOST, PGUSER, PGDATABASE…)
               --table NAME     sessions table (default sessionmesh_sessions)
+              --tls            HTTPS on --port with a throwaway CA and a
+                               certificate for 127.0.0.1 and localhost (made
+                               with openssl; the ready line names the CA file),
+                               Secure cookies
+              --http-port P    with --tls: plain HTTP on P redirects to HTTPS
             With a database, up runs the migration first (idempotent), and still
             starts Redis: the demo's socket.io adapter (and tiered's cache) use it.
             SIGHUP, or \`sessionmesh restart\`, restarts the nodes one at a time.
@@ -47,6 +52,15 @@ Commands:
               --sticky         route socket.io long-polling by session cookie
               --cookie NAME    session cookie the sticky hash reads
                                (default sessionmesh)
+              --tls-cert PATH  serve HTTPS with this certificate chain (PEM);
+              --tls-key PATH   and its key; --port then defaults to 443
+              --http-port P    with TLS: plain HTTP on P (or ADDRESS:P)
+                               redirects to HTTPS (default 80)
+              --http2 MODE     directive (nginx 1.25.1+), listen (older) or
+                               off (default: from the local nginx -v, else listen)
+              --front-proxy A  a TLS-terminating proxy in front of nginx
+                               (address or CIDR; repeat): its X-Forwarded-Proto
+                               is passed on, so the app still sets Secure cookies
   pm2       Print a pm2 ecosystem file (fork mode, one app per node)
               --nodes N, --base-port B (default 3001), --app PATH,
               --redis URL (default redis://127.0.0.1:6379), --name (sessionmesh)
@@ -74,6 +88,10 @@ export interface UpArgs {
   table: string | undefined
   /** `--adapter`: the demo chat's socket.io Redis adapter. */
   adapter: 'streams' | 'classic'
+  /** `--tls`: HTTPS on `port` with a throwaway CA. */
+  tls: boolean
+  /** `--http-port`: plain HTTP that redirects to HTTPS (only with `tls`). */
+  httpPort: number | undefined
 }
 
 /** Options of `sessionmesh migrate`. */
@@ -89,6 +107,13 @@ export interface NginxArgs {
   listen: string
   sticky: boolean
   cookie: string
+  /** `--tls-cert` and `--tls-key`, both or neither. */
+  tls: { cert: string; key: string } | undefined
+  /** `--http-port`, with TLS. */
+  httpListen: string
+  /** `--http2`; undefined: decide from the local nginx. */
+  http2: 'directive' | 'listen' | false | undefined
+  frontProxies: string[]
 }
 
 /** Options of `sessionmesh pm2`. */
@@ -114,6 +139,8 @@ export function parseUpArgs(argv: string[]): UpArgs {
     'database-url': { type: 'string' },
     table: { type: 'string' },
     adapter: { type: 'string' },
+    tls: { type: 'boolean' },
+    'http-port': { type: 'string' },
   })
   const nodes = integer('--nodes', values.nodes, 4, 1, 64)
   if (values.redis !== undefined && values['redis-cluster']) {
@@ -137,6 +164,20 @@ export function parseUpArgs(argv: string[]): UpArgs {
     )
   }
   if (values.redis !== undefined) redisUrl(values.redis)
+  const tls = values.tls ?? false
+  if (values['http-port'] !== undefined && !tls) {
+    throw new UsageError('--http-port needs --tls (it redirects plain HTTP to HTTPS)')
+  }
+  const httpPort =
+    values['http-port'] === undefined
+      ? undefined
+      : integer('--http-port', values['http-port'], 0, 1, 65_535)
+  if (
+    httpPort !== undefined &&
+    (httpPort === port || (httpPort >= basePort && httpPort < basePort + nodes))
+  ) {
+    throw new UsageError(`--http-port ${httpPort} is already --port or a node port`)
+  }
   return {
     nodes,
     port,
@@ -149,6 +190,8 @@ export function parseUpArgs(argv: string[]): UpArgs {
     databaseUrl: databaseUrl(values['database-url']),
     table: tableName(values.table),
     adapter,
+    tls,
+    httpPort,
   }
 }
 
@@ -182,6 +225,11 @@ export function parseNginxArgs(argv: string[]): NginxArgs {
     port: { type: 'string' },
     sticky: { type: 'boolean' },
     cookie: { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'http-port': { type: 'string' },
+    http2: { type: 'string' },
+    'front-proxy': { type: 'string', multiple: true },
   })
   const upstreams = values.upstream ?? []
   if (upstreams.length === 0) {
@@ -189,11 +237,28 @@ export function parseNginxArgs(argv: string[]): NginxArgs {
       'nginx: give each node with --upstream HOST:PORT, e.g. --upstream 127.0.0.1:3001',
     )
   }
+  const cert = values['tls-cert']
+  const key = values['tls-key']
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new UsageError('nginx: --tls-cert and --tls-key go together')
+  }
+  const tls = cert !== undefined && key !== undefined ? { cert, key } : undefined
+  if (!tls && (values['http-port'] !== undefined || values.http2 !== undefined)) {
+    throw new UsageError('nginx: --http-port and --http2 need --tls-cert and --tls-key')
+  }
+  const http2 =
+    values.http2 === undefined
+      ? undefined
+      : oneOf('--http2', values.http2, ['directive', 'listen', 'off'] as const)
   return {
     upstreams,
-    listen: values.port ?? '80',
+    listen: values.port ?? (tls ? '443' : '80'),
     sticky: values.sticky ?? false,
     cookie: values.cookie ?? 'sessionmesh',
+    tls,
+    httpListen: values['http-port'] ?? '80',
+    http2: http2 === 'off' ? false : http2,
+    frontProxies: values['front-proxy'] ?? [],
   }
 }
 

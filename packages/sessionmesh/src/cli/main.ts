@@ -14,9 +14,9 @@ import {
 } from './args.js'
 import { sendControl } from './control.js'
 import { DatabaseError, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
-import { renderNginxConfig } from './nginx-config.js'
+import { http2ModeFor, renderNginxConfig } from './nginx-config.js'
 import { renderPm2Ecosystem } from './pm2.js'
-import { UsageError } from './system.js'
+import { findTool, nginxVersion, tools, UsageError } from './system.js'
 import { up } from './up.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -36,6 +36,12 @@ function defaultApp(): string {
         'Pass --app path/to/server.js: a module that listens on $PORT.',
     )
   }
+}
+
+/** The HTTP/2 switch of the nginx on this machine; `listen` (the older form) without one. */
+function localHttp2Mode(): 'directive' | 'listen' {
+  const bin = findTool(tools.nginx)
+  return http2ModeFor(bin ? nginxVersion(bin) : '')
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -80,6 +86,16 @@ async function main(argv: string[]): Promise<number> {
             listen: args.listen,
             sticky: args.sticky,
             cookieName: args.cookie,
+            frontProxies: args.frontProxies,
+            ...(args.tls
+              ? {
+                  tls: {
+                    ...args.tls,
+                    redirectFrom: args.httpListen,
+                    http2: args.http2 ?? localHttp2Mode(),
+                  },
+                }
+              : {}),
           }),
         )
       } catch (error) {

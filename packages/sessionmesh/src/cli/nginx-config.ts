@@ -4,6 +4,18 @@
  * people who deploy nginx themselves; docs/nginx.md explains each one at length.
  */
 
+import {
+  FORWARDED_PROTO,
+  frontProxyBlock,
+  type NginxTls,
+  redirectBlock,
+  tlsLines,
+  validateAddressRange,
+  validateTls,
+} from './nginx-tls.js'
+
+export { http2ModeFor, type NginxTls } from './nginx-tls.js'
+
 /** One app process nginx proxies to, as `host:port`. */
 export type Upstream = string
 
@@ -34,6 +46,19 @@ export interface NginxConfigOptions {
    * inside it, in the foreground), as `sessionmesh up` runs it. Without it the output
    * is an http-context file for /etc/nginx/conf.d/.
    */
+  /**
+   * Terminate TLS at nginx: `listen` serves HTTPS (HTTP/2 where asked), and plain
+   * HTTP on `tls.redirectFrom` is redirected to it.
+   * @default undefined (plain HTTP on `listen`)
+   */
+  tls?: NginxTls
+  /**
+   * Addresses or CIDR ranges of the proxies in front of nginx (a TLS-terminating
+   * load balancer) whose `X-Forwarded-Proto` nginx passes on to the nodes. From
+   * every other address nginx sends its own scheme, so a client cannot claim https.
+   * @default [] (nginx always sends its own scheme)
+   */
+  frontProxies?: readonly string[]
   managed?: {
     /** Absolute path of nginx's private prefix directory. */
     prefix: string
@@ -71,10 +96,10 @@ const STICKY_UPSTREAM = 'sessionmesh_sticky'
 export function renderNginxConfig(options: NginxConfigOptions): string {
   if (options.upstreams.length === 0) throw new Error('at least one upstream is needed')
   for (const upstream of options.upstreams) validateUpstream(upstream)
-  const listen = options.listen ?? '80'
-  if (!/^(\[[0-9a-f:]+\]:|[\w.-]+:)?\d{1,5}$/i.test(listen)) {
-    throw new Error(`listen must be a port or address:port, not ${JSON.stringify(listen)}`)
-  }
+  const listen = validateListen(options.listen ?? (options.tls ? '443' : '80'), 'listen')
+  if (options.tls) validateTls(options.tls, listen, validateListen)
+  const frontProxies = options.frontProxies ?? []
+  for (const proxy of frontProxies) validateAddressRange(proxy)
   const cookieName = options.cookieName ?? 'sessionmesh'
   if (!/^\w+$/.test(cookieName)) {
     throw new Error(
@@ -84,6 +109,7 @@ export function renderNginxConfig(options: NginxConfigOptions): string {
 
   const http = [
     ...mapBlock(),
+    ...(frontProxies.length > 0 ? ['', ...frontProxyBlock(frontProxies)] : []),
     '',
     ...upstreamBlock(UPSTREAM, options.upstreams, [
       '# Send each request to the node with the fewest active requests: sessions',
@@ -102,7 +128,18 @@ export function renderNginxConfig(options: NginxConfigOptions): string {
       ]),
     )
   }
-  http.push('', ...serverBlock(listen, options.sticky === true))
+  if (options.tls?.redirectFrom !== undefined) {
+    http.push('', ...redirectBlock(options.tls.redirectFrom, listen))
+  }
+  http.push(
+    '',
+    ...serverBlock({
+      listen,
+      sticky: options.sticky === true,
+      tls: options.tls,
+      proto: frontProxies.length > 0 ? FORWARDED_PROTO : '$scheme',
+    }),
+  )
 
   if (!options.managed) {
     return [
@@ -164,7 +201,15 @@ function upstreamBlock(name: string, upstreams: readonly Upstream[], balance: st
   ]
 }
 
-function serverBlock(listen: string, sticky: boolean): string[] {
+interface ServerBlock {
+  listen: string
+  sticky: boolean
+  tls: NginxTls | undefined
+  /** The variable X-Forwarded-Proto is set from. */
+  proto: string
+}
+
+function serverBlock({ listen, sticky, tls, proto }: ServerBlock): string[] {
   const proxy = [
     '# HTTP/1.1 towards the nodes: needed for keepalive and for WebSocket upgrades.',
     'proxy_http_version 1.1;',
@@ -172,9 +217,11 @@ function serverBlock(listen: string, sticky: boolean): string[] {
     'proxy_set_header Connection $connection_upgrade;',
     '# What the client asked for and who it is: with `trust proxy` set, the app',
     '# sees the real client address, and https, so secure cookies are still set.',
+    '# X-Forwarded-Proto replaces what the client sent, so no client can claim',
+    '# https (`--front-proxy` names a TLS terminator in front of nginx that may).',
     'proxy_set_header Host $host;',
     'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;',
-    'proxy_set_header X-Forwarded-Proto $scheme;',
+    `proxy_set_header X-Forwarded-Proto ${proto};`,
     'proxy_set_header X-Forwarded-Host $host;',
     "# Above socket.io's ping interval (25 s) plus ping timeout (20 s): a quiet",
     '# WebSocket or a held long-poll is not cut by nginx.',
@@ -203,7 +250,7 @@ function serverBlock(listen: string, sticky: boolean): string[] {
   }
   return [
     'server {',
-    `  listen ${listen};`,
+    ...indent(tls ? tlsLines(listen, tls) : [`listen ${listen};`]),
     '  # No nginx version in error pages and headers.',
     '  server_tokens off;',
     ...indent(locations),
@@ -245,4 +292,11 @@ function managedHttp(prefix: string): string[] {
 
 function indent(lines: string[]): string[] {
   return lines.map((line) => (line === '' ? '' : `  ${line}`))
+}
+
+function validateListen(listen: string, what: string): string {
+  if (!/^(\[[0-9a-f:]+\]:|[\w.-]+:)?\d{1,5}$/i.test(listen)) {
+    throw new Error(`${what} must be a port or address:port, not ${JSON.stringify(listen)}`)
+  }
+  return listen
 }

@@ -10,7 +10,7 @@ import {
 } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, sep } from 'node:path'
-import { renderNginxConfig } from './nginx-config.js'
+import { type NginxTls, renderNginxConfig } from './nginx-config.js'
 import { isListening, stopProcess, waitUntil } from './system.js'
 
 /**
@@ -43,6 +43,10 @@ export interface NginxOptions {
   /** The nodes, as `host:port`. */
   upstreams: string[]
   sticky: boolean
+  /** HTTPS on `listen` (and the redirect from plain HTTP), as in the generated config. */
+  tls?: NginxTls
+  /** Proxies in front of nginx whose X-Forwarded-Proto is passed on. */
+  frontProxies?: readonly string[]
 }
 
 /** A running private nginx. */
@@ -69,6 +73,8 @@ export async function startNginx(options: NginxOptions): Promise<RunningNginx> {
       upstreams: options.upstreams,
       listen: options.listen,
       sticky: options.sticky,
+      ...(options.tls ? { tls: options.tls } : {}),
+      ...(options.frontProxies ? { frontProxies: options.frontProxies } : {}),
       managed: user ? { prefix, user } : { prefix },
     }),
   )

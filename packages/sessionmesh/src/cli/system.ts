@@ -61,6 +61,12 @@ export const tools = {
   },
 } satisfies Record<string, Tool>
 
+/** What `nginx -v` says (e.g. `nginx version: nginx/1.22.1`); empty when it does not run. */
+export function nginxVersion(bin: string): string {
+  const result = spawnSync(bin, ['-v'], { encoding: 'utf8' })
+  return `${result.stderr ?? ''}${result.stdout ?? ''}`.trim()
+}
+
 /** Where `tool` is: its env override, then PATH, then the usual sbin places; or undefined. */
 export function findTool(tool: Tool, env: NodeJS.ProcessEnv = process.env): string | undefined {
   const override = env[tool.env]

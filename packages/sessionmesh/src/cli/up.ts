@@ -9,10 +9,12 @@ import { controlPath, serveControl } from './control.js'
 import { type Database, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { type RunningMemcached, startMemcached } from './memcached.js'
 import { type RunningNginx, startNginx } from './nginx.js'
+import { http2ModeFor } from './nginx-config.js'
 import { type RunningRedisCluster, startRedisCluster } from './redis-cluster.js'
 import { type SupervisedRedis, superviseRedis } from './redis-supervisor.js'
 import { Supervisor } from './supervisor.js'
-import { assertPortFree, freePort, requireTool, tools, UsageError } from './system.js'
+import { assertPortFree, freePort, nginxVersion, requireTool, tools, UsageError } from './system.js'
+import { createThrowawayTls, type ThrowawayTls } from './tls.js'
 
 /**
  * `sessionmesh up`: Redis (unless given), the nodes, then nginx in front of them;
@@ -24,6 +26,7 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   const nodePorts = Array.from({ length: args.nodes }, (_, index) => args.basePort + index)
   await assertPortFree(args.port, 'nginx (--port)')
   for (const port of nodePorts) await assertPortFree(port, 'a node (--base-port)')
+  if (args.httpPort !== undefined) await assertPortFree(args.httpPort, 'nginx (--http-port)')
   const say = (message: string) => logger.info(message)
   const nginxBin = requireTool(tools.nginx, say)
   const redisBin = args.redis ? undefined : requireTool(tools.redis, say)
@@ -46,6 +49,14 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   }
 
   const dir = mkdtempSync(join(tmpdir(), `sessionmesh-${args.port}-`))
+  // A CA of this run only: trusting it trusts nothing else, and it goes with the run.
+  let tls: ThrowawayTls | undefined
+  try {
+    tls = args.tls ? createThrowawayTls({ dir: join(dir, 'tls') }) : undefined
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true })
+    throw error
+  }
   let redis: SupervisedRedis | undefined
   let redisCluster: RunningRedisCluster | undefined
   let memcached: RunningMemcached | undefined
@@ -174,6 +185,18 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
       listen: `127.0.0.1:${args.port}`,
       upstreams: nodePorts.map((port) => `127.0.0.1:${port}`),
       sticky: args.sticky,
+      ...(tls
+        ? {
+            tls: {
+              cert: tls.cert,
+              key: tls.key,
+              http2: http2ModeFor(nginxVersion(nginxBin)),
+              ...(args.httpPort === undefined
+                ? {}
+                : { redirectFrom: `127.0.0.1:${args.httpPort}` }),
+            },
+          }
+        : {}),
     })
     logger.info({ config: nginx.configPath, nginxPid: nginx.process.pid }, 'nginx started')
     watch(nginx.process, 'nginx', () => stopping, fail)
@@ -201,7 +224,15 @@ export async function up(args: UpArgs & { app: string }, logger: Logger): Promis
   }
   ready = true
 
-  const lines = [`ready http://127.0.0.1:${args.port}`]
+  // The demo's cookies are Secure behind HTTPS: nginx says https in X-Forwarded-Proto.
+  const lines = [
+    tls
+      ? `ready https://127.0.0.1:${args.port} ca=${tls.ca}`
+      : `ready http://127.0.0.1:${args.port}`,
+  ]
+  if (tls && args.httpPort !== undefined) {
+    lines.push(`  http://127.0.0.1:${args.httpPort} redirects to https://127.0.0.1:${args.port}`)
+  }
   for (const node of supervisor.list())
     lines.push(`  ${node.id}  http://127.0.0.1:${node.port}  pid ${node.pid}`)
   lines.push(
