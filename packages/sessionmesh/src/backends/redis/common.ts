@@ -26,7 +26,8 @@ export function bucketKey(layout: Layout, uid: string): string {
 }
 
 /** Replies that mean the server is there but cannot serve now: an outage, not a bug. */
-const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|LATE)\b/
+const UNAVAILABLE_REPLIES =
+  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS|LATE)\b/
 
 /** True when `error` means Redis is unreachable or cannot serve (opens the breaker). */
 export function isOutage(error: unknown): boolean {
