@@ -22,6 +22,11 @@ export {
   SessionTooLargeError,
   StoreUnavailableError,
 } from './core/errors.js'
+export {
+  type DestroyReason,
+  type SessionLifecycleEvent,
+  sessionChannel,
+} from './core/events.js'
 export type { NearCacheOptions, NearCacheStats } from './core/near-cache.js'
 export { channels } from './core/telemetry.js'
 export {

@@ -5,6 +5,7 @@ import type { Backend } from './core/backend.js'
 import type { SessionData } from './core/codec.js'
 import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
 import { NotSupportedError } from './core/errors.js'
+import type { SessionLifecycleEvent } from './core/events.js'
 
 export { passportUser }
 /** Options of {@link SessionStore}. Times are in milliseconds. */
@@ -106,8 +107,14 @@ export class SessionStore extends EventEmitter {
   constructor(options: SessionStoreOptions = {}) {
     super()
     this.backend = options.backend ?? memoryBackend()
-    this.#engine = adopted ?? new SessionEngine({ ...options, backend: this.backend })
-    engines.set(this, this.#engine)
+    const engine = adopted ?? new SessionEngine({ ...options, backend: this.backend })
+    this.#engine = engine
+    engines.set(this, engine)
+    engine.lifecycle.on('session', (event: SessionLifecycleEvent) => this.emit('session', event))
+    // Other processes' destroys are heard on the bus only for an app that listens.
+    this.on('newListener', (name: string | symbol) => {
+      if (name === 'session') engine.lifecycle.watch(this.backend)
+    })
   }
 
   /** The session stored under `sid`, or `null` (also for a malformed record, and, fail-open, when the backend is down). */
@@ -128,7 +135,7 @@ export class SessionStore extends EventEmitter {
 
   /** Destroys a session everywhere; a request still holding it cannot save it back. */
   destroy(sid: string, callback?: Callback): Promise<void> {
-    return settle(this.#engine.destroy(sid), callback)
+    return settle(this.#engine.destroy(sid, 'logout'), callback)
   }
 
   /** Number of live sessions (scans the backend: for tools, not for requests). */
@@ -189,7 +196,7 @@ export class SessionStore extends EventEmitter {
 
   /** Ends one session (same as {@link SessionStore.destroy}). */
   revokeSession(sid: string): Promise<void> {
-    return this.destroy(sid)
+    return this.#engine.destroy(sid, 'revoked')
   }
 
   /** Ends every session of a user, except `options.except` if given; returns the ids ended. */
@@ -197,9 +204,10 @@ export class SessionStore extends EventEmitter {
     return this.#engine.destroyUser(userId, options.except)
   }
 
-  /** Closes the backend (which leaves clients it was given open). */
-  close(): Promise<void> {
-    return this.backend.close()
+  /** Stops hearing lifecycle events and closes the backend (which leaves clients it was given open). */
+  async close(): Promise<void> {
+    await this.#engine.lifecycle.close()
+    await this.backend.close()
   }
 
   // express-session calls the three methods below on its store; they mirror its
@@ -222,7 +230,7 @@ export class SessionStore extends EventEmitter {
 
   /** express-session: destroys the request's session and gives it a new one. */
   regenerate(req: { sessionID: string }, callback: (error?: unknown) => void): void {
-    this.destroy(req.sessionID, (error) => {
+    settle(this.#engine.destroy(req.sessionID, 'regenerated'), (error) => {
       ;(this as unknown as { generate(req: object): void }).generate(req)
       callback(error)
     })

@@ -10,6 +10,7 @@ import {
 } from './backend.js'
 import { decodeSession, encodedSize, encodeSession, type SessionData } from './codec.js'
 import { InvalidOptionError, SessionTooLargeError, StoreUnavailableError } from './errors.js'
+import { type DestroyReason, Lifecycle } from './events.js'
 import { Guard } from './guard.js'
 import type { NearCache } from './near-cache.js'
 import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
@@ -72,6 +73,8 @@ export class SessionEngine {
   readonly backend: Backend
   readonly failOpen: boolean
   readonly near: NearCache | undefined
+  /** Sessions created and destroyed: the stores over this engine forward them as `'session'`. */
+  readonly lifecycle = new Lifecycle()
   readonly #guard: Guard
   readonly #userId: (session: SessionData) => string | undefined
   readonly #touchAfter: number
@@ -218,6 +221,9 @@ export class SessionEngine {
       reportGone(sid, 'set')
       return null
     }
+    // Without a snapshot the session is new to this process (under @fastify/session,
+    // which hides what it loaded, every save is; docs/events.md says so).
+    if (!snapshot) this.lifecycle.created(sid, userId)
     const createdAt = snapshot?.meta.createdAt ?? now
     const meta: SessionMeta = {
       ...snapshot?.meta,
@@ -273,20 +279,26 @@ export class SessionEngine {
     }
   }
 
-  /** Destroys a session everywhere, this process's near cache first. */
-  async destroy(sid: string): Promise<void> {
+  /** Destroys a session everywhere, this process's near cache first; `reason` is for the lifecycle event. */
+  async destroy(sid: string, reason: DestroyReason = 'logout'): Promise<void> {
     this.near?.forget(sid)
     await this.call('destroy', () => this.backend.destroy(sid, this.#deadline()))
     // Again: a load that began before the destroy may have filled the cache meanwhile.
     this.near?.forget(sid)
+    this.lifecycle.destroyed(sid, reason)
   }
 
   /** Destroys every session of a user but `except`; returns the ids destroyed. */
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
+  async destroyUser(
+    userId: string,
+    except?: string,
+    reason: DestroyReason = 'revoked',
+  ): Promise<string[]> {
     const ids = await this.call('revokeUserSessions', () =>
       this.backend.destroyUser(userId, except, this.#deadline()),
     )
     for (const id of ids) this.near?.forget(id)
+    for (const id of ids) this.lifecycle.destroyed(id, reason)
     return ids
   }
 

@@ -4,7 +4,7 @@ import type { Namespace, Server, Socket } from 'socket.io'
 import type { BusState, SessionEvent } from '../core/backend.js'
 import type { SessionData } from '../core/codec.js'
 import { InvalidOptionError, redactSid } from '../core/errors.js'
-import { passportUser, type SessionStore } from '../store.js'
+import { engineOf, passportUser, type SessionStore } from '../store.js'
 
 const debug = debuglog('sessionmesh:socket.io')
 
@@ -191,6 +191,7 @@ export async function shareSession(
 
   function end(sid: string, reason: SessionEndReason): void {
     watched.delete(sid)
+    if (reason === 'expired') engineOf(store)?.lifecycle.destroyed(sid, 'expired')
     debug('closing the sockets of session %s: %s', redactSid(sid), reason)
     const local = namespace.local.in(sessionRoom(sid))
     local.emit('session:ended', { reason })

@@ -130,7 +130,7 @@ export class RequestState implements SessionHost {
   }
 
   async regenerate(session: Session): Promise<void> {
-    await this.#c.source.destroy(session.id)
+    await this.#c.source.destroy(session.id, 'regenerated')
     this.#destroyedId = session.id
     this.generate(false)
   }
