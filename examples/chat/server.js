@@ -14,6 +14,7 @@ import { createServer } from 'node:http'
 import { Server as NetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import pino from 'pino'
+import { collectDefaultMetrics, Registry } from 'prom-client'
 import { SessionStore } from 'sessionmesh'
 import { openSqlBackend } from 'sessionmesh/migrate'
 import { redisBackend } from 'sessionmesh/redis'
@@ -98,7 +99,10 @@ export async function startNode(options) {
   logger.info({ redis: redis.kind }, 'redis connected')
 
   const sessions = await openBackend({ store, client, database: options.database })
-  const sessionStore = new SessionStore({ backend: sessions.backend })
+  // Prometheus metrics of this node: sessionmesh_* and the process's own.
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const sessionStore = new SessionStore({ backend: sessions.backend, metrics: { registry } })
   logger.info({ store, backend: sessions.backend.kind }, 'session store ready')
   let draining = false
   const { app, sessionMiddleware } = createApp({
@@ -109,6 +113,11 @@ export async function startNode(options) {
     users: demoUsers(options.password),
     draining: () => draining,
     ...(options.sessionMaxAge ? { sessionMaxAge: options.sessionMaxAge } : {}),
+  })
+  // Scraped on each node's own port; nginx (which sets X-Forwarded-For) does not pass it on.
+  app.get('/metrics', async (req, res, next) => {
+    if (req.headers['x-forwarded-for'] !== undefined) return next()
+    res.type(registry.contentType).send(await registry.metrics())
   })
   const server = createServer(app)
   server.keepAliveTimeout = KEEP_ALIVE_MS

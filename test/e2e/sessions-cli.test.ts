@@ -128,6 +128,28 @@ describe('sessionmesh sessions against a running cluster', () => {
     expect(counted).toMatchObject({ code: 0, stdout: `${before.count - 2} live sessions\n` })
   })
 
+  it('each node serves its sessionmesh_* metrics on /metrics; nginx does not pass it on', async () => {
+    const total = async (name: string) => {
+      let sum = 0
+      for (const node of cluster.nodes) {
+        const response = await fetch(`http://127.0.0.1:${node.port}/metrics`)
+        expect(response.status).toBe(200)
+        for (const line of (await response.text()).split('\n')) {
+          if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) {
+            sum += Number(line.slice(line.lastIndexOf(' ') + 1))
+          }
+        }
+      }
+      return sum
+    }
+    expect(cluster.nodes).toHaveLength(2)
+    // The tests above: 5 logins, the laptop's socket closed by its revocation.
+    expect(await total('sessionmesh_sessions_created_total')).toBeGreaterThanOrEqual(5)
+    expect(await total('sessionmesh_socket_disconnects_total{reason="revoked"}')).toBe(1)
+    expect(await total('sessionmesh_backend_call_duration_seconds_count')).toBeGreaterThan(0)
+    expect((await fetch(`${cluster.base}/metrics`)).status).toBe(404)
+  })
+
   it('exits 2 on bad usage and 1, with a message, when the store cannot be reached', async () => {
     const usage = await sessions('list')
     expect(usage.code).toBe(2)

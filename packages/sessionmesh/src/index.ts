@@ -29,6 +29,7 @@ export {
 } from './core/events.js'
 export type { NearCacheOptions, NearCacheStats } from './core/near-cache.js'
 export { channels } from './core/telemetry.js'
+export type { MetricsOptions } from './metrics.js'
 export {
   type Callback,
   passportUser,

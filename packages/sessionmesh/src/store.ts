@@ -6,6 +6,7 @@ import type { SessionData } from './core/codec.js'
 import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
 import { NotSupportedError } from './core/errors.js'
 import type { SessionLifecycleEvent } from './core/events.js'
+import { type MetricsOptions, recorderFor } from './metrics.js'
 
 export { passportUser }
 /** Options of {@link SessionStore}. Times are in milliseconds. */
@@ -59,6 +60,12 @@ export interface SessionStoreOptions {
    * @default 'fail-closed'
    */
   onUnavailable?: 'fail-closed' | 'fail-open'
+  /**
+   * Prometheus metrics (`sessionmesh_*`) in this prom-client registry, e.g.
+   * `{ registry: new Registry() }`. prom-client is loaded only when this is given.
+   * @default undefined (nothing is recorded)
+   */
+  metrics?: MetricsOptions
 }
 
 /** One session of a user, as {@link SessionStore.listUserSessions} returns it. */
@@ -107,7 +114,13 @@ export class SessionStore extends EventEmitter {
   constructor(options: SessionStoreOptions = {}) {
     super()
     this.backend = options.backend ?? memoryBackend()
-    const engine = adopted ?? new SessionEngine({ ...options, backend: this.backend })
+    const engine =
+      adopted ??
+      new SessionEngine({
+        ...options,
+        backend: this.backend,
+        recorder: recorderFor(options.metrics),
+      })
     this.#engine = engine
     engines.set(this, engine)
     engine.lifecycle.on('session', (event: SessionLifecycleEvent) => this.emit('session', event))
@@ -207,6 +220,7 @@ export class SessionStore extends EventEmitter {
   /** Stops hearing lifecycle events and closes the backend (which leaves clients it was given open). */
   async close(): Promise<void> {
     await this.#engine.lifecycle.close()
+    this.#engine.dispose()
     await this.backend.close()
   }
 

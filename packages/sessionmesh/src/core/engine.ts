@@ -12,6 +12,7 @@ import { decodeSession, encodedSize, encodeSession, type SessionData } from './c
 import { InvalidOptionError, SessionTooLargeError, StoreUnavailableError } from './errors.js'
 import { type DestroyReason, Lifecycle } from './events.js'
 import { Guard } from './guard.js'
+import type { Recorder } from './metrics.js'
 import type { NearCache } from './near-cache.js'
 import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
 
@@ -54,6 +55,8 @@ export interface EngineOptions {
   retryAfter?: number | undefined
   onUnavailable?: 'fail-closed' | 'fail-open' | undefined
   nearCache?: NearCache | undefined
+  /** Built from the public `metrics` option; absent, nothing is recorded. */
+  recorder?: Recorder | undefined
 }
 
 /** Where a new session comes from, recorded when the write creates it. */
@@ -75,6 +78,8 @@ export class SessionEngine {
   readonly near: NearCache | undefined
   /** Sessions created and destroyed: the stores over this engine forward them as `'session'`. */
   readonly lifecycle = new Lifecycle()
+  readonly metrics: Recorder | undefined
+  readonly #unwatch: (() => void) | undefined
   readonly #guard: Guard
   readonly #userId: (session: SessionData) => string | undefined
   readonly #touchAfter: number
@@ -107,6 +112,23 @@ export class SessionEngine {
       isOutage: (error) =>
         !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
     })
+    const metrics = options.recorder
+    this.metrics = metrics
+    if (metrics) {
+      this.lifecycle.on('session', (event) => metrics.session(event))
+      const guard = this.#guard
+      const near = this.near
+      this.#unwatch = metrics.watch({
+        backend: backend.kind,
+        breakerOpen: () => guard.open,
+        nearCache: () => near?.stats(),
+      })
+    }
+  }
+
+  /** Stops reporting this engine's state to the metrics registry. */
+  dispose(): void {
+    this.#unwatch?.()
   }
 
   /**
@@ -166,7 +188,10 @@ export class SessionEngine {
   ): Promise<Snapshot | null | undefined> {
     delete fields[VERSION_KEY]
     const bytes = encodedSize(fields)
-    if (bytes > this.#maxBytes) throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
+    if (bytes > this.#maxBytes) {
+      this.metrics?.refusedWrite('too_large')
+      throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
+    }
 
     const now = Date.now()
     const userId = this.#userId(session as SessionData)
@@ -218,6 +243,7 @@ export class SessionEngine {
     }
     if (result === 'gone') {
       near?.ownWriteFailed(sid)
+      this.metrics?.refusedWrite('gone')
       reportGone(sid, 'set')
       return null
     }
@@ -309,9 +335,18 @@ export class SessionEngine {
 
   /** Runs one backend call under the timeout and breaker, reporting failures. */
   async call<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    const metrics = this.metrics
+    const started = metrics ? performance.now() : 0
     try {
-      return await this.#guard.run(call)
+      const result = await this.#guard.run(call)
+      metrics?.backendCall(operation, 'ok', (performance.now() - started) / 1000)
+      return result
     } catch (error) {
+      metrics?.backendCall(
+        operation,
+        error instanceof StoreUnavailableError ? 'unavailable' : 'error',
+        (performance.now() - started) / 1000,
+      )
       if (error instanceof StoreUnavailableError) {
         reportUnavailable(
           operation,

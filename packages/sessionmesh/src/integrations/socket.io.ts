@@ -191,7 +191,10 @@ export async function shareSession(
 
   function end(sid: string, reason: SessionEndReason): void {
     watched.delete(sid)
-    if (reason === 'expired') engineOf(store)?.lifecycle.destroyed(sid, 'expired')
+    const engine = engineOf(store)
+    if (reason === 'expired') engine?.lifecycle.destroyed(sid, 'expired')
+    const count = namespace.adapter.rooms.get(sessionRoom(sid))?.size ?? 0
+    if (count > 0) engine?.metrics?.socketsClosed(reason, count)
     debug('closing the sockets of session %s: %s', redactSid(sid), reason)
     const local = namespace.local.in(sessionRoom(sid))
     local.emit('session:ended', { reason })
