@@ -18,6 +18,7 @@ export {
   ErrorCode,
   InvalidOptionError,
   NotSupportedError,
+  SessionLimitError,
   SessionMeshError,
   SessionTooLargeError,
   StoreUnavailableError,

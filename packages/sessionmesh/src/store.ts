@@ -61,6 +61,19 @@ export interface SessionStoreOptions {
    */
   onUnavailable?: 'fail-closed' | 'fail-open'
   /**
+   * Most sessions one user may have. A login beyond it ends the user's oldest
+   * sessions (`onSessionLimit: 'revoke-oldest'`) or is refused with
+   * `SESSIONMESH_SESSION_LIMIT` (`'refuse'`). Checked against the user index just
+   * before (refuse) or after (revoke-oldest) the login's write.
+   * @default undefined (no limit)
+   */
+  maxSessionsPerUser?: number
+  /**
+   * What a login beyond `maxSessionsPerUser` does.
+   * @default 'revoke-oldest'
+   */
+  onSessionLimit?: 'revoke-oldest' | 'refuse'
+  /**
    * Prometheus metrics (`sessionmesh_*`) in this prom-client registry, e.g.
    * `{ registry: new Registry() }`. prom-client is loaded only when this is given.
    * @default undefined (nothing is recorded)

@@ -14,6 +14,7 @@ import { type DestroyReason, Lifecycle } from './events.js'
 import { Guard } from './guard.js'
 import type { Recorder } from './metrics.js'
 import type { NearCache } from './near-cache.js'
+import { SessionLimit, type SessionLimitPolicy } from './session-limit.js'
 import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
 
 /**
@@ -55,6 +56,8 @@ export interface EngineOptions {
   retryAfter?: number | undefined
   onUnavailable?: 'fail-closed' | 'fail-open' | undefined
   nearCache?: NearCache | undefined
+  maxSessionsPerUser?: number | undefined
+  onSessionLimit?: SessionLimitPolicy | undefined
   /** Built from the public `metrics` option; absent, nothing is recorded. */
   recorder?: Recorder | undefined
 }
@@ -80,6 +83,7 @@ export class SessionEngine {
   readonly lifecycle = new Lifecycle()
   readonly metrics: Recorder | undefined
   readonly #unwatch: (() => void) | undefined
+  readonly #limit: SessionLimit | undefined
   readonly #guard: Guard
   readonly #userId: (session: SessionData) => string | undefined
   readonly #touchAfter: number
@@ -112,6 +116,10 @@ export class SessionEngine {
       isOutage: (error) =>
         !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
     })
+    this.#limit =
+      options.maxSessionsPerUser === undefined
+        ? undefined
+        : new SessionLimit(this, options.maxSessionsPerUser, options.onSessionLimit)
     const metrics = options.recorder
     this.metrics = metrics
     if (metrics) {
@@ -195,6 +203,9 @@ export class SessionEngine {
 
     const now = Date.now()
     const userId = this.#userId(session as SessionData)
+    // A login: the session gets a user it did not have.
+    const login = userId !== undefined && userId !== snapshot?.meta.userId
+    if (login && this.#limit) await this.#limit.before(sid, userId, now)
     const expiresAt = now + this.ttlOf(session)
     const version = newVersion()
     const write: SessionWrite = {
@@ -250,6 +261,7 @@ export class SessionEngine {
     // Without a snapshot the session is new to this process (under @fastify/session,
     // which hides what it loaded, every save is; docs/events.md says so).
     if (!snapshot) this.lifecycle.created(sid, userId)
+    if (login && this.#limit) await this.#limit.after(sid, userId, now)
     const createdAt = snapshot?.meta.createdAt ?? now
     const meta: SessionMeta = {
       ...snapshot?.meta,

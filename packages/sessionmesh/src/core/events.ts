@@ -10,7 +10,8 @@ import { debug } from './telemetry.js'
  * `sessionmesh sessions` CLI; `regenerated`: replaced by a new id
  * (`req.session.regenerate`, passport's login), reported even when the old id had
  * never been saved; `expired`: its lifetime ran out (seen by the socket.io binding,
- * which watches sessions with sockets); `limit`: ended by `maxSessionsPerUser`;
+ * which watches sessions with sockets); `limit`: ended by `maxSessionsPerUser`
+ * (`onSessionLimit: 'revoke-oldest'`) when its user logged in once too often;
  * `unknown`: another process ended it, and the bus says only that it ended.
  */
 export type DestroyReason = 'logout' | 'revoked' | 'regenerated' | 'expired' | 'limit' | 'unknown'
