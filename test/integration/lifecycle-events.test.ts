@@ -2,6 +2,9 @@ import diagnostics from 'node:diagnostics_channel'
 import { createClient } from 'redis'
 import { type SessionLifecycleEvent, SessionStore } from 'sessionmesh'
 import { redisBackend } from 'sessionmesh/redis'
+import { shareSession } from 'sessionmesh/socket.io'
+import { Server } from 'socket.io'
+import { io as connect } from 'socket.io-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Client, startApp, type TestApp } from '../support/express-app.js'
 import { RedisServer } from '../support/redis-server.js'
@@ -159,6 +162,48 @@ describe('session lifecycle events', () => {
       expect(JSON.stringify(seen)).not.toContain(sid)
     } finally {
       diagnostics.unsubscribe('sessionmesh:session', listener)
+    }
+  })
+
+  it('an expiry the socket.io binding sees is `destroyed`/expired on that node', async () => {
+    const client = createClient({ url: redis.url })
+    client.on('error', () => {})
+    await client.connect()
+    const store = new SessionStore({ backend: redisBackend({ client, prefix: 'life-exp:' }) })
+    const events: SessionLifecycleEvent[] = []
+    store.on('session', (event: SessionLifecycleEvent) => events.push(event))
+    const short = await startApp(store, { maxAge: 1_000 })
+    const io = new Server(short.server)
+    const binding = await shareSession(io, {
+      session: short.sessionMiddleware,
+      store,
+      expiryCheckInterval: 100,
+    })
+    const browser = new Client(short.url)
+    expect((await browser.login('eve')).status).toBe(200)
+    const socket = connect(short.url, {
+      transports: ['websocket'],
+      reconnection: false,
+      extraHeaders: { cookie: browser.cookie },
+    })
+    try {
+      const ended = new Promise<string>((resolve) => {
+        socket.once('session:ended', (event: { reason: string }) => resolve(event.reason))
+      })
+      expect(await ended).toBe('expired')
+      expect(events).toContainEqual({
+        type: 'destroyed',
+        sid: browser.sid,
+        reason: 'expired',
+        origin: 'local',
+      })
+    } finally {
+      socket.disconnect()
+      await binding.close()
+      io.disconnectSockets(true)
+      await short.close()
+      await store.close()
+      client.destroy()
     }
   })
 })
