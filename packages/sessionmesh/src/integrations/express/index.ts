@@ -169,6 +169,10 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     nearCacheStats: () => near?.stats(),
     close: async () => {
       await near?.close()
+      // The lifecycle bus subscription and metrics of an engine this middleware made.
+      const own = options.store === undefined ? engineOf(store) : undefined
+      await own?.lifecycle.close()
+      own?.dispose()
     },
   })
 }
