@@ -18,6 +18,7 @@ import { createServer } from 'node:http'
 import { Server as NetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import pino from 'pino'
+import { collectDefaultMetrics, Registry } from 'prom-client'
 import { SessionStore } from 'sessionmesh'
 import { memcachedBackend } from 'sessionmesh/memcached'
 import { openSqlBackend } from 'sessionmesh/migrate'
@@ -115,8 +116,12 @@ export async function startNode(options) {
   logger.info({ redis: redis.kind }, 'redis connected')
 
   const sessions = await openBackend({ store, client, database: options.database })
+  // Prometheus metrics of this node: sessionmesh_* and the process's own.
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
   const sessionStore = new SessionStore({
     backend: sessions.backend,
+    metrics: { registry },
     ...(options.timeout ? { timeout: options.timeout } : {}),
   })
   logger.info({ store, backend: sessions.backend.kind }, 'session store ready')
@@ -130,6 +135,11 @@ export async function startNode(options) {
     draining: () => draining,
     ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}),
     ...(options.sessionMaxAge ? { sessionMaxAge: options.sessionMaxAge } : {}),
+  })
+  // Scraped on each node's own port; nginx (which sets X-Forwarded-For) does not pass it on.
+  app.get('/metrics', async (req, res, next) => {
+    if (req.headers['x-forwarded-for'] !== undefined) return next()
+    res.type(registry.contentType).send(await registry.metrics())
   })
   const server = createServer(app)
   server.keepAliveTimeout = KEEP_ALIVE_MS

@@ -20,12 +20,19 @@ export {
   ErrorCode,
   InvalidOptionError,
   NotSupportedError,
+  SessionLimitError,
   SessionMeshError,
   SessionTooLargeError,
   StoreUnavailableError,
 } from './core/errors.js'
+export {
+  type DestroyReason,
+  type SessionLifecycleEvent,
+  sessionChannel,
+} from './core/events.js'
 export type { NearCacheOptions, NearCacheStats } from './core/near-cache.js'
 export { channels } from './core/telemetry.js'
+export type { MetricsOptions } from './metrics.js'
 export {
   type Callback,
   passportUser,

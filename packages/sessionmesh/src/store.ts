@@ -5,6 +5,8 @@ import type { Backend } from './core/backend.js'
 import type { SessionData } from './core/codec.js'
 import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
 import { InvalidOptionError, NotSupportedError } from './core/errors.js'
+import type { SessionLifecycleEvent } from './core/events.js'
+import { type MetricsOptions, recorderFor } from './metrics.js'
 
 export { passportUser }
 /** Options of {@link SessionStore}. Times are in milliseconds. */
@@ -59,6 +61,25 @@ export interface SessionStoreOptions {
    * @default 'fail-closed'
    */
   onUnavailable?: 'fail-closed' | 'fail-open'
+  /**
+   * Most sessions one user may have. A login beyond it ends the user's oldest
+   * sessions (`onSessionLimit: 'revoke-oldest'`) or is refused with
+   * `SESSIONMESH_SESSION_LIMIT` (`'refuse'`). Checked against the user index just
+   * before (refuse) or after (revoke-oldest) the login's write.
+   * @default undefined (no limit)
+   */
+  maxSessionsPerUser?: number
+  /**
+   * What a login beyond `maxSessionsPerUser` does.
+   * @default 'revoke-oldest'
+   */
+  onSessionLimit?: 'revoke-oldest' | 'refuse'
+  /**
+   * Prometheus metrics (`sessionmesh_*`) in this prom-client registry, e.g.
+   * `{ registry: new Registry() }`. prom-client is loaded only when this is given.
+   * @default undefined (nothing is recorded)
+   */
+  metrics?: MetricsOptions
 }
 
 /** One session of a user, as {@link SessionStore.listUserSessions} returns it. */
@@ -116,8 +137,20 @@ export class SessionStore extends EventEmitter {
   constructor(options: SessionStoreOptions = {}) {
     super()
     this.backend = options.backend ?? memoryBackend()
-    this.#engine = adopted ?? new SessionEngine({ ...options, backend: this.backend })
-    engines.set(this, this.#engine)
+    const engine =
+      adopted ??
+      new SessionEngine({
+        ...options,
+        backend: this.backend,
+        recorder: recorderFor(options.metrics),
+      })
+    this.#engine = engine
+    engines.set(this, engine)
+    engine.lifecycle.on('session', (event: SessionLifecycleEvent) => this.emit('session', event))
+    // Other processes' destroys are heard on the bus only for an app that listens.
+    this.on('newListener', (name: string | symbol) => {
+      if (name === 'session') engine.lifecycle.watch(this.backend)
+    })
   }
 
   /** The session stored under `sid`, or `null` (also for a malformed record, and, fail-open, when the backend is down). */
@@ -138,7 +171,7 @@ export class SessionStore extends EventEmitter {
 
   /** Destroys a session everywhere; a request still holding it cannot save it back. */
   destroy(sid: string, callback?: Callback): Promise<void> {
-    return settle(this.#engine.destroy(sid), callback)
+    return settle(this.#engine.destroy(sid, 'logout'), callback)
   }
 
   /** Number of live sessions (scans the backend: for tools, not for requests). */
@@ -200,7 +233,7 @@ export class SessionStore extends EventEmitter {
 
   /** Ends one session (same as {@link SessionStore.destroy}). */
   revokeSession(sid: string): Promise<void> {
-    return this.destroy(sid)
+    return this.#engine.destroy(sid, 'revoked')
   }
 
   /** Ends every session of a user, except `options.except` if given; returns the ids ended. */
@@ -213,9 +246,11 @@ export class SessionStore extends EventEmitter {
     return this.#engine.destroyUser(userId, options.except)
   }
 
-  /** Closes the backend (which leaves clients it was given open). */
-  close(): Promise<void> {
-    return this.backend.close()
+  /** Stops hearing lifecycle events and closes the backend (which leaves clients it was given open). */
+  async close(): Promise<void> {
+    await this.#engine.lifecycle.close()
+    this.#engine.dispose()
+    await this.backend.close()
   }
 
   // express-session calls the three methods below on its store; they mirror its
@@ -250,7 +285,7 @@ export class SessionStore extends EventEmitter {
       callback(error)
     }
     if (this.#neverStored(req.session)) process.nextTick(renew)
-    else this.destroy(req.sessionID, renew)
+    else settle(this.#engine.destroy(req.sessionID, 'regenerated'), renew)
   }
 
   /**

@@ -44,6 +44,21 @@ Commands:
   migrate   Create the sessions table; safe to run again (changes nothing)
               --store KIND     postgres or mysql (required)
               --database-url URL, --table NAME   as for up
+  sessions  List, count or revoke sessions in the store the app uses
+              list --user U               a user's live sessions
+              revoke SID                  end one session
+              revoke --user U [--except SID]   end a user's sessions (but SID)
+              count                       number of live sessions
+              --redis URL      as for up (default: $REDIS_URL, then
+                               redis://127.0.0.1:6379)
+              --prefix P       the app's Redis key prefix (default sm:)
+              --store KIND     redis (default), postgres, mysql or tiered
+              --database-url URL, --table NAME   as for up
+              --json           print JSON (list: an array of { id, createdAt,
+                               lastSeenAt, expiresAt, userAgent, ip }, ms)
+              --timeout MS     give up on the store after MS (default 5000)
+            Exit 0 on success, 2 on bad usage, 1 when the store cannot be reached.
+            Revocations close the session's sockets on every node, as logout does.
   restart   Rolling restart of the nodes of a running \`sessionmesh up\`
               --port P         the port that \`up\` serves on (default 8080)
   nginx     Print an nginx config (for /etc/nginx/conf.d/) for given nodes

@@ -111,8 +111,8 @@ export async function migrateDatabase(database: Database): Promise<void> {
   }
 }
 
-// node-postgres reports a refused connection as an AggregateError with an empty message.
-function reason(error: unknown): string {
+/** Why `error` happened, in a few words. node-postgres reports a refused connection as an AggregateError with an empty message. */
+export function reason(error: unknown): string {
   if (error instanceof AggregateError && error.errors.length > 0) return reason(error.errors[0])
   if (error instanceof Error)
     return error.message || (error as { code?: string }).code || error.name

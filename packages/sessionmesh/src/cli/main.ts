@@ -16,6 +16,8 @@ import { sendControl } from './control.js'
 import { DatabaseError, describeDatabase, migrateDatabase, resolveDatabase } from './database.js'
 import { http2ModeFor, renderNginxConfig } from './nginx-config.js'
 import { renderPm2Ecosystem } from './pm2.js'
+import { runSessions } from './sessions.js'
+import { parseSessionsArgs } from './sessions-args.js'
 import { findTool, nginxVersion, tools, UsageError } from './system.js'
 import { up } from './up.js'
 
@@ -70,6 +72,8 @@ async function main(argv: string[]): Promise<number> {
       )
       return 0
     }
+    case 'sessions':
+      return runSessions(parseSessionsArgs(rest))
     case 'restart': {
       const { port } = parseRestartArgs(rest)
       process.stderr.write(`replacing the nodes behind port ${port} one at a time…\n`)

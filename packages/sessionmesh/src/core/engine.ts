@@ -15,9 +15,12 @@ import {
   SessionTooLargeError,
   StoreUnavailableError,
 } from './errors.js'
+import { type DestroyReason, Lifecycle } from './events.js'
 import { cookieExpires, sessionExpiry } from './expiry.js'
 import { Guard } from './guard.js'
+import type { Recorder } from './metrics.js'
 import type { NearCache } from './near-cache.js'
+import { SessionLimit, type SessionLimitPolicy } from './session-limit.js'
 import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
 
 /**
@@ -59,6 +62,10 @@ export interface EngineOptions {
   retryAfter?: number | undefined
   onUnavailable?: 'fail-closed' | 'fail-open' | undefined
   nearCache?: NearCache | undefined
+  maxSessionsPerUser?: number | undefined
+  onSessionLimit?: SessionLimitPolicy | undefined
+  /** Built from the public `metrics` option; absent, nothing is recorded. */
+  recorder?: Recorder | undefined
 }
 
 /** Where a new session comes from, recorded when the write creates it. */
@@ -78,6 +85,11 @@ export class SessionEngine {
   readonly backend: Backend
   readonly failOpen: boolean
   readonly near: NearCache | undefined
+  /** Sessions created and destroyed: the stores over this engine forward them as `'session'`. */
+  readonly lifecycle = new Lifecycle()
+  readonly metrics: Recorder | undefined
+  readonly #unwatch: (() => void) | undefined
+  readonly #limit: SessionLimit | undefined
   readonly #guard: Guard
   readonly #userId: (session: SessionData) => string | undefined
   readonly #touchAfter: number
@@ -110,6 +122,27 @@ export class SessionEngine {
       isOutage: (error) =>
         !(error instanceof MalformedRecordError) && (backend.isOutage?.(error) ?? true),
     })
+    this.#limit =
+      options.maxSessionsPerUser === undefined
+        ? undefined
+        : new SessionLimit(this, options.maxSessionsPerUser, options.onSessionLimit)
+    const metrics = options.recorder
+    this.metrics = metrics
+    if (metrics) {
+      this.lifecycle.on('session', (event) => metrics.session(event))
+      const guard = this.#guard
+      const near = this.near
+      this.#unwatch = metrics.watch({
+        backend: backend.kind,
+        breakerOpen: () => guard.open,
+        nearCache: () => near?.stats(),
+      })
+    }
+  }
+
+  /** Stops reporting this engine's state to the metrics registry. */
+  dispose(): void {
+    this.#unwatch?.()
   }
 
   /**
@@ -171,17 +204,23 @@ export class SessionEngine {
   ): Promise<Snapshot | null | undefined> {
     delete fields[VERSION_KEY]
     const bytes = encodedSize(fields)
-    if (bytes > this.#maxBytes) throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
+    if (bytes > this.#maxBytes) {
+      this.metrics?.refusedWrite('too_large')
+      throw new SessionTooLargeError(sid, bytes, this.#maxBytes)
+    }
 
     const now = Date.now()
     const expiresAt = this.expiryOf(session, now)
     if (expiresAt <= now) {
       // The cookie was expired on purpose (maxAge 0, an `expires` in the past):
       // expired means gone, so that a replayed cookie cannot bring it back.
-      if (snapshot || stored !== false) await this.destroy(sid)
+      if (snapshot || stored !== false) await this.destroy(sid, 'expired')
       return null
     }
     const userId = this.userIdOf(session as SessionData)
+    // A login: the session gets a user it did not have.
+    const login = userId !== undefined && userId !== snapshot?.meta.userId
+    if (login && this.#limit) await this.#limit.before(sid, userId, now)
     const version = newVersion()
     const write: SessionWrite = {
       mode: 'create',
@@ -227,9 +266,14 @@ export class SessionEngine {
     }
     if (result === 'gone') {
       near?.ownWriteFailed(sid)
+      this.metrics?.refusedWrite('gone')
       reportGone(sid, 'set')
       return null
     }
+    // Without a snapshot the session is new to this process (under @fastify/session,
+    // which hides what it loaded, every save is; docs/events.md says so).
+    if (!snapshot) this.lifecycle.created(sid, userId)
+    if (login && this.#limit) await this.#limit.after(sid, userId, now)
     const createdAt = snapshot?.meta.createdAt ?? now
     const meta: SessionMeta = {
       ...snapshot?.meta,
@@ -290,28 +334,43 @@ export class SessionEngine {
     }
   }
 
-  /** Destroys a session everywhere, this process's near cache first. */
-  async destroy(sid: string): Promise<void> {
+  /** Destroys a session everywhere, this process's near cache first; `reason` is for the lifecycle event. */
+  async destroy(sid: string, reason: DestroyReason = 'logout'): Promise<void> {
     this.near?.forget(sid)
     await this.call('destroy', (deadline) => this.backend.destroy(sid, { deadline }))
     // Again: a load that began before the destroy may have filled the cache meanwhile.
     this.near?.forget(sid)
+    this.lifecycle.destroyed(sid, reason)
   }
 
   /** Destroys every session of a user but `except`; returns the ids destroyed. */
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
+  async destroyUser(
+    userId: string,
+    except?: string,
+    reason: DestroyReason = 'revoked',
+  ): Promise<string[]> {
     const ids = await this.call('revokeUserSessions', (deadline) =>
       this.backend.destroyUser(userId, except, { deadline }),
     )
     for (const id of ids) this.near?.forget(id)
+    for (const id of ids) this.lifecycle.destroyed(id, reason)
     return ids
   }
 
   /** Runs one backend call under the timeout and breaker, reporting failures. */
   async call<T>(operation: string, call: (deadline: number) => Promise<T>): Promise<T> {
+    const metrics = this.metrics
+    const started = metrics ? performance.now() : 0
     try {
-      return await this.#guard.run(call)
+      const result = await this.#guard.run(call)
+      metrics?.backendCall(operation, 'ok', (performance.now() - started) / 1000)
+      return result
     } catch (error) {
+      metrics?.backendCall(
+        operation,
+        error instanceof StoreUnavailableError ? 'unavailable' : 'error',
+        (performance.now() - started) / 1000,
+      )
       if (error instanceof StoreUnavailableError) {
         reportUnavailable(
           operation,

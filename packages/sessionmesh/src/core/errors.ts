@@ -15,6 +15,8 @@ export const ErrorCode = {
   INVALID_OPTION: 'SESSIONMESH_INVALID_OPTION',
   /** The backend does not offer what was asked (e.g. `ids()` on a backend that cannot list). */
   NOT_SUPPORTED: 'SESSIONMESH_NOT_SUPPORTED',
+  /** A login was refused: the user has `maxSessionsPerUser` sessions (`onSessionLimit: 'refuse'`). HTTP 409. */
+  SESSION_LIMIT: 'SESSIONMESH_SESSION_LIMIT',
 } as const
 
 /** One of the values of {@link ErrorCode}. */
@@ -78,6 +80,22 @@ export class NotSupportedError extends SessionMeshError {
   constructor(message: string) {
     super(ErrorCode.NOT_SUPPORTED, message, 501)
     this.name = 'NotSupportedError'
+  }
+}
+
+/** A login's save was refused: its user already has `maxSessionsPerUser` sessions. */
+export class SessionLimitError extends SessionMeshError {
+  /** The configured `maxSessionsPerUser`. */
+  readonly limit: number
+
+  constructor(_userId: string, limit: number) {
+    super(
+      ErrorCode.SESSION_LIMIT,
+      `this user already has ${limit} sessions (maxSessionsPerUser); the new one was not saved`,
+      409,
+    )
+    this.name = 'SessionLimitError'
+    this.limit = limit
   }
 }
 

@@ -33,6 +33,10 @@ export interface NearCacheStats {
   bytes: number
   hits: number
   misses: number
+  /** Entries dropped to stay within `maxEntries` / `maxBytes`. */
+  evictions: number
+  /** Entries dropped because the session changed or ended (the bus, an own destroy). */
+  invalidations: number
   /** True once the invalidation bus is subscribed; before that nothing is served from memory. */
   ready: boolean
 }
@@ -91,6 +95,8 @@ export class NearCache {
   #bytes = 0
   #hits = 0
   #misses = 0
+  #evictions = 0
+  #invalidations = 0
   #ready = false
   #closed = false
   #unsubscribe: (() => Promise<void>) | undefined
@@ -205,6 +211,7 @@ export class NearCache {
   /** Drops a session (destroyed, malformed, or changed elsewhere). */
   forget(sid: string): void {
     this.#markChanged(sid)
+    if (this.#entries.has(sid)) this.#invalidations++
     this.#remove(sid)
   }
 
@@ -250,6 +257,8 @@ export class NearCache {
       bytes: this.#bytes,
       hits: this.#hits,
       misses: this.#misses,
+      evictions: this.#evictions,
+      invalidations: this.#invalidations,
       ready: this.#ready,
     }
   }
@@ -318,6 +327,7 @@ export class NearCache {
     while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
       const oldest = this.#oldest
       if (!oldest) break
+      this.#evictions++
       this.#remove(oldest.sid)
     }
   }

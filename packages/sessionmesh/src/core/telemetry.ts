@@ -12,6 +12,7 @@ export const debug = debuglog('sessionmesh')
  * - `sessionmesh:malformed` `{ sid, backend, reason }`: a stored record could not be read and was treated as absent.
  * - `sessionmesh:unavailable` `{ operation, backend, error, policy }`: a backend call failed or timed out.
  * - `sessionmesh:gone` `{ sid, operation }`: a save or touch found its session destroyed or expired; nothing was written.
+ * - `sessionmesh:session`: sessions created and destroyed, see `SessionLifecycleEvent` (core/events.ts).
  */
 export const channels = {
   malformed: diagnostics.channel('sessionmesh:malformed'),

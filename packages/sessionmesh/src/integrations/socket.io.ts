@@ -4,7 +4,7 @@ import type { Namespace, Server, Socket } from 'socket.io'
 import type { BusState, SessionEvent } from '../core/backend.js'
 import type { SessionData } from '../core/codec.js'
 import { InvalidOptionError, redactSid } from '../core/errors.js'
-import { passportUser, type SessionStore } from '../store.js'
+import { engineOf, passportUser, type SessionStore } from '../store.js'
 
 const debug = debuglog('sessionmesh:socket.io')
 
@@ -206,6 +206,10 @@ export async function shareSession(
 
   function end(sid: string, reason: SessionEndReason): void {
     watched.delete(sid)
+    const engine = engineOf(store)
+    if (reason === 'expired') engine?.lifecycle.destroyed(sid, 'expired')
+    const count = namespace.adapter.rooms.get(sessionRoom(sid))?.size ?? 0
+    if (count > 0) engine?.metrics?.socketsClosed(reason, count)
     debug('closing the sockets of session %s: %s', redactSid(sid), reason)
     const local = namespace.local.in(sessionRoom(sid))
     local.emit('session:ended', { reason })

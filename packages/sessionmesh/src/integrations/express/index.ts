@@ -4,6 +4,7 @@ import { memoryBackend } from '../../backends/memory.js'
 import { type Loaded, SessionEngine } from '../../core/engine.js'
 import { InvalidOptionError } from '../../core/errors.js'
 import { NearCache, startNearCache } from '../../core/near-cache.js'
+import { recorderFor } from '../../metrics.js'
 import { engineOf, type SessionStore, storeOver } from '../../store.js'
 import { readCookie, VerifiedCookies } from './cookie.js'
 import { Session, SessionCookie, type SessionCookieOptions } from './objects.js'
@@ -68,6 +69,7 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
         ...rest,
         backend: options.backend ?? memoryBackend(),
         nearCache: near,
+        recorder: recorderFor(options.metrics),
       })
     }
     store = (options.store as SessionStore | undefined) ?? storeOver(engine)
@@ -167,6 +169,10 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     nearCacheStats: () => near?.stats(),
     close: async () => {
       await near?.close()
+      // The lifecycle bus subscription and metrics of an engine this middleware made.
+      const own = options.store === undefined ? engineOf(store) : undefined
+      await own?.lifecycle.close()
+      own?.dispose()
     },
   })
 }

@@ -99,7 +99,7 @@ export interface SessionMiddleware<S extends SessionStore | ForeignStore = Sessi
   readonly ready: Promise<void>
   /** The near cache's counters, if there is one. */
   nearCacheStats(): NearCacheStats | undefined
-  /** Unsubscribes the near cache. The backend and its client stay open. */
+  /** Unsubscribes the near cache (and the lifecycle events' bus, see the store's `session` event). The backend and its client stay open. */
   close(): Promise<void>
 }
 

@@ -13,7 +13,8 @@ export interface Source {
   ): Promise<Snapshot | null | undefined>
   touchDue(session: object, snapshot: Snapshot | undefined): boolean
   touch(sid: string, session: object, snapshot: Snapshot | undefined): Promise<unknown>
-  destroy(sid: string): Promise<void>
+  /** `reason` is for the lifecycle event (`logout` when absent). */
+  destroy(sid: string, reason?: 'regenerated'): Promise<void>
 }
 
 type Done = (error?: unknown) => void

@@ -132,7 +132,7 @@ export class RequestState implements SessionHost {
   async regenerate(session: Session): Promise<void> {
     // A session never stored (no snapshot) has nothing to destroy: writing a
     // tombstone for it would be a write any anonymous request can cause.
-    if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id)
+    if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id, 'regenerated')
     this.#destroyedId = session.id
     this.generate(false)
   }
