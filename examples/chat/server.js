@@ -42,6 +42,9 @@ const SHUTDOWN_TIMEOUT_MS = 10_000
 const READY_HOLD_MS = 1_500
 /** Longest wait for the chat and the store to close once requests are done. */
 const CLEANUP_TIMEOUT_MS = 2_000
+/** The stores whose writes go to a database, and their default store timeout. */
+const SQL_STORES = ['postgres', 'mysql', 'tiered']
+const SQL_TIMEOUT_MS = 1_000
 /** The stores a node can keep sessions in. */
 const STORES = ['redis', 'postgres', 'mysql', 'tiered', 'memcached']
 
@@ -122,7 +125,14 @@ export async function startNode(options) {
   const sessionStore = new SessionStore({
     backend: sessions.backend,
     metrics: { registry },
-    ...(options.timeout ? { timeout: options.timeout } : {}),
+    // A database write waits for a pooled connection and the session's row lock:
+    // concurrent writes to one session queue there, so the SQL stores get a second
+    // where Redis gets the store's 300 ms default.
+    ...(options.timeout
+      ? { timeout: options.timeout }
+      : SQL_STORES.includes(store)
+        ? { timeout: SQL_TIMEOUT_MS }
+        : {}),
   })
   logger.info({ store, backend: sessions.backend.kind }, 'session store ready')
   let draining = false

@@ -68,7 +68,7 @@ describe.skipIf(skip)(
           Array.from({ length: 100 }, (_, i) => ({
             url: `${fleet.appUrl('app1')}/api/kv/k${i}`,
             method: 'PUT',
-            headers: { cookie, origin: fleet.base },
+            headers: { cookie, origin: fleet.appUrl('app1') }, // straight to app1: its origin
             body: { i },
             timeoutMs: 30_000,
           })),

@@ -32,7 +32,9 @@ export async function revokeAcrossHosts(
   const revoked = await fleet.client.fetch({
     url: `${fleet.appUrl(via)}/api/sessions/revoke-others`,
     method: 'POST',
-    headers: { cookie: laptop, origin: fleet.base },
+    // Straight to the app host, so its own origin: the demo refuses cross-origin
+    // state changes (issue 11 item 7), and nginx's origin is another one.
+    headers: { cookie: laptop, origin: fleet.appUrl(via) },
   })
   if (revoked.status !== 200) throw new Error(`revoke-others: ${revoked.status} ${revoked.body}`)
   const states: Record<string, SocketState> = {}
