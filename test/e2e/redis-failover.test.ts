@@ -92,6 +92,45 @@ async function everyoneStillLoggedIn(browsers: Client[]) {
   for (const browser of browsers) expect((await browser.request('GET', '/me')).status).toBe(200)
 }
 
+/** How one topology loses its primary and gets a new one. */
+interface Failover {
+  /** Kills the primary that serves `victim`'s session; answers its port. */
+  kill(victim: Client): Promise<number>
+  /** True once another primary has taken over from `killed`. */
+  promoted(victim: Client, killed: number): Promise<boolean>
+  /** Brings the killed server back as a replica, for the next test. */
+  rejoin(killed: number): Promise<void>
+}
+
+/**
+ * The failover scenario: users in a request loop, the primary killed, then every
+ * answer checked (2xx or a quick 503), recovery by itself, nobody logged out.
+ */
+async function failoverUnderLoad(name: string, app: TestApp, failover: Failover): Promise<void> {
+  const browsers = await logIn(app, name)
+  const victim = browsers[0]
+  if (!victim) throw new Error('no browser')
+  const loop = requestLoop(browsers)
+  onTestFinished(() => loop.stop())
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  const killedAt = Date.now()
+  const killed = await failover.kill(victim)
+  await waitFor(() => failover.promoted(victim, killed), 'a replica to be promoted', 20_000)
+  const promotedAt = Date.now()
+  // The store must come back by itself: wait until the victim is served again,
+  // then keep the loop going for a while.
+  await waitFor(async () => (await victim.request('GET', '/me')).status === 200, 'recovery', 15_000)
+  const recoveredAt = Date.now()
+  await new Promise((resolve) => setTimeout(resolve, 2_000))
+  await loop.stop()
+  const statuses = expectAnswered(loop.outcomes)
+  await everyoneStillLoggedIn(browsers)
+  console.log(
+    `${name}: promoted after ${promotedAt - killedAt} ms, served again after ${recoveredAt - killedAt} ms; answers ${JSON.stringify(statuses)}`,
+  )
+  await failover.rejoin(killed)
+}
+
 describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session', () => {
   let cluster: Awaited<ReturnType<typeof startCluster>>
   beforeAll(async () => {
@@ -140,46 +179,28 @@ describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session',
     })
 
     it('answers every request (2xx or a quick 503), recovers by itself, and logs nobody out', async () => {
-      const browsers = await logIn(app, library)
-      const victim = browsers[0]
-      const primary = await primaryOf(cluster, `${prefix}s:${victim?.sid}`)
-      const loop = requestLoop(browsers)
-      onTestFinished(() => loop.stop())
-      await new Promise((resolve) => setTimeout(resolve, 500))
-      const killedAt = Date.now()
-      await cluster.kill(primary)
-      await waitFor(
+      const slotOf = (victim: Client) => `${prefix}s:${victim.sid}`
+      await failoverUnderLoad(`cluster failover via ${library}`, app, {
+        async kill(victim) {
+          const primary = await primaryOf(cluster, slotOf(victim))
+          await cluster.kill(primary)
+          return primary
+        },
         // Meanwhile no live primary may hold the slot at all: that is not promoted yet.
-        async () =>
-          (await primaryOf(cluster, `${prefix}s:${victim?.sid}`).catch(() => primary)) !== primary,
-        'a replica to be promoted',
-        20_000,
-      )
-      const promotedAt = Date.now()
-      // The store must come back by itself: wait until the victim is served again,
-      // then keep the loop going for a while.
-      await waitFor(
-        async () => (await victim?.request('GET', '/me'))?.status === 200,
-        'recovery',
-        15_000,
-      )
-      const recoveredAt = Date.now()
-      await new Promise((resolve) => setTimeout(resolve, 2_000))
-      await loop.stop()
-      const statuses = expectAnswered(loop.outcomes)
-      await everyoneStillLoggedIn(browsers)
-      console.log(
-        `cluster failover via ${library}: promoted after ${promotedAt - killedAt} ms, served again after ${recoveredAt - killedAt} ms; answers ${JSON.stringify(statuses)}`,
-      )
-      await cluster.restart(primary)
-      await waitFor(
-        async () =>
-          (await command('redis-cli', primary, 'INFO', 'replication')).includes(
-            'master_link_status:up',
-          ),
-        'the killed primary to rejoin as a replica',
-        20_000,
-      )
+        promoted: async (victim, killed) =>
+          (await primaryOf(cluster, slotOf(victim)).catch(() => killed)) !== killed,
+        async rejoin(killed) {
+          await cluster.restart(killed)
+          await waitFor(
+            async () =>
+              (await command('redis-cli', killed, 'INFO', 'replication')).includes(
+                'master_link_status:up',
+              ),
+            'the killed primary to rejoin as a replica',
+            20_000,
+          )
+        },
+      })
     })
   })
 
@@ -285,33 +306,15 @@ describe('Sentinel: SIGKILL of the primary', () => {
     })
 
     it('answers every request (2xx or a quick 503), recovers by itself, and logs nobody out', async () => {
-      const browsers = await logIn(app, library)
-      const primary = await group.currentPrimary()
-      const loop = requestLoop(browsers)
-      onTestFinished(() => loop.stop())
-      await new Promise((resolve) => setTimeout(resolve, 500))
-      const killedAt = Date.now()
-      await group.kill(primary)
-      await waitFor(
-        async () => (await group.currentPrimary()) !== primary,
-        'sentinel to promote the replica',
-        20_000,
-      )
-      const promotedAt = Date.now()
-      await waitFor(
-        async () => (await browsers[0]?.request('GET', '/me'))?.status === 200,
-        'recovery',
-        15_000,
-      )
-      const recoveredAt = Date.now()
-      await new Promise((resolve) => setTimeout(resolve, 2_000))
-      await loop.stop()
-      const statuses = expectAnswered(loop.outcomes)
-      await everyoneStillLoggedIn(browsers)
-      console.log(
-        `sentinel failover via ${library}: promoted after ${promotedAt - killedAt} ms, served again after ${recoveredAt - killedAt} ms; answers ${JSON.stringify(statuses)}`,
-      )
-      await group.restartAsReplica(primary)
+      await failoverUnderLoad(`sentinel failover via ${library}`, app, {
+        async kill() {
+          const primary = await group.currentPrimary()
+          await group.kill(primary)
+          return primary
+        },
+        promoted: async (_victim, killed) => (await group.currentPrimary()) !== killed,
+        rejoin: (killed) => group.restartAsReplica(killed),
+      })
     })
   })
 })

@@ -67,6 +67,21 @@ local function chunked(command, key, list, from, to)
     i = last + 1
   end
 end
+-- Extends an existing session's expiry (ARGV: _, now, expiresAt, maxLifetime).
+-- Returns the new expiry and the session's user; nil when there is no session (a
+-- tombstone has no 'c'); nil and a message when a time is not valid.
+local function extend(key)
+  local meta = redis.call('HMGET', key, 'c', 'u')
+  if not meta[1] then return nil end
+  local created, now, expiresAt, maxLifetime = time(meta[1]), time(ARGV[2]), time(ARGV[3]), time(ARGV[4])
+  if not (created and now and expiresAt and maxLifetime) then
+    return nil, 'ERR sessionmesh: a stored or given time is not a valid epoch in ms'
+  end
+  if maxLifetime > 0 then expiresAt = math.min(expiresAt, created + maxLifetime) end
+  redis.call('HSET', key, 'l', now, 'e', expiresAt)
+  redis.call('PEXPIREAT', key, expiresAt)
+  return expiresAt, meta[2]
+end
 -- Reads and checks what a session write needs. ARGV as the write scripts below.
 -- A tombstone is a key of its own (one server) or the field 't' of the session key.
 local function prepare(key, tombstones)
@@ -180,18 +195,13 @@ return 1
     // KEYS: session. ARGV: prefix, now, expiresAt, maxLifetime, deadline.
     touch: `${index}
 if late(ARGV[5]) then return redis.error_reply(LATE) end
-local key = KEYS[1]
-local meta = redis.call('HMGET', key, 'c', 'u')
-if not meta[1] then return 0 end
-local created, now, expiresAt, maxLifetime = time(meta[1]), time(ARGV[2]), time(ARGV[3]), time(ARGV[4])
-if not (created and now and expiresAt and maxLifetime) then
-  return redis.error_reply('ERR sessionmesh: a stored or given time is not a valid epoch in ms')
+local expiresAt, uid = extend(KEYS[1])
+if not expiresAt then
+  if uid then return redis.error_reply(uid) end
+  return 0
 end
-if maxLifetime > 0 then expiresAt = math.min(expiresAt, created + maxLifetime) end
-redis.call('HSET', key, 'l', now, 'e', expiresAt)
-redis.call('PEXPIREAT', key, expiresAt)
-if meta[2] then
-  local idx = bucket(ARGV[1], meta[2])
+if uid then
+  local idx = bucket(ARGV[1], uid)
   if usable(idx) then redis.call('PEXPIREAT', idx, expiresAt, 'GT') end
 end
 return 1
@@ -308,16 +318,11 @@ return {1, w.old or ''}
   // KEYS: session. ARGV: unused, now, expiresAt, maxLifetime, deadline.
   touch: `${COMMON}
 if late(ARGV[5]) then return redis.error_reply(LATE) end
-local key = KEYS[1]
-local meta = redis.call('HMGET', key, 'c')
-if not meta[1] then return 0 end
-local created, now, expiresAt, maxLifetime = time(meta[1]), time(ARGV[2]), time(ARGV[3]), time(ARGV[4])
-if not (created and now and expiresAt and maxLifetime) then
-  return redis.error_reply('ERR sessionmesh: a stored or given time is not a valid epoch in ms')
+local expiresAt, problem = extend(KEYS[1])
+if not expiresAt then
+  if problem then return redis.error_reply(problem) end
+  return 0
 end
-if maxLifetime > 0 then expiresAt = math.min(expiresAt, created + maxLifetime) end
-redis.call('HSET', key, 'l', now, 'e', expiresAt)
-redis.call('PEXPIREAT', key, expiresAt)
 return 1
 `,
   // KEYS: session. ARGV: channel, sid, tombstone ttl, deadline, expected user (''
