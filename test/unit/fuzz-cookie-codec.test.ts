@@ -96,9 +96,9 @@ describe('fuzz: cookie parsing', () => {
         expect(() => readCookie(junk, name)).not.toThrow()
         const written = serializeCookie(name, value, { path: '/', httpOnly: true })
         const pair = written.slice(0, written.indexOf(';'))
-        expect(readCookie(`${junk.replaceAll(/[;=]/g, '')}; x=1; ${pair}`, name)).toBe(
-          name === 'x' ? '1' : value,
-        )
+        // `__proto__` reads as absent, as in the cookie package (see readCookie).
+        const expected = name === '__proto__' ? undefined : name === 'x' ? '1' : value
+        expect(readCookie(`${junk.replaceAll(/[;=]/g, '')}; x=1; ${pair}`, name)).toBe(expected)
       }),
       FUZZ,
     )

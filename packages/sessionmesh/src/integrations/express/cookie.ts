@@ -35,7 +35,9 @@ function mac(value: string, secret: CipherKey): string {
  * as the `cookie` package that express-session uses reads it.
  */
 export function readCookie(header: string | undefined, name: string): string | undefined {
-  if (!header) return undefined
+  // The cookie package express-session parses with cannot hold a cookie named
+  // `__proto__` (it is an object's prototype there): read it as absent, as it does.
+  if (!header || name === '__proto__') return undefined
   let start = 0
   const length = header.length
   while (start < length) {
