@@ -102,7 +102,11 @@ async function classicAdapter(redisUrl) {
     for (const client of [pub, sub]) client.on('error', () => {})
     return {
       adapterFactory: createClassicAdapter(pub, sub),
-      disconnect: () => {
+      // quit(), not disconnect(): the adapter's last UNSUBSCRIBE may be in flight;
+      // bounded, since Redis may be gone.
+      disconnect: async () => {
+        const closed = Promise.allSettled([pub.quit(), sub.quit()])
+        await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 1_000).unref())])
         pub.disconnect()
         sub.disconnect()
       },

@@ -24,7 +24,13 @@ async function adapterClients(library: Library) {
   if (library === 'ioredis') {
     const pub = guardPublish(new Redis(redis.url))
     const sub = pub.duplicate()
-    return { pub, sub, close: async () => void [pub, sub].map((c) => c.disconnect()) }
+    // quit(), not disconnect(): the adapter's last UNSUBSCRIBE is still in flight,
+    // and disconnect() would reject it with nobody to catch it.
+    return {
+      pub,
+      sub,
+      close: async () => void (await Promise.allSettled([pub.quit(), sub.quit()])),
+    }
   }
   const pub = guardPublish(createClient({ url: redis.url }))
   const sub = pub.duplicate()
