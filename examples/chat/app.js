@@ -214,7 +214,7 @@ export function createApp(options) {
   })
   app.use((error, req, res, _next) => {
     if (error?.code === 'SESSIONMESH_STORE_UNAVAILABLE') {
-      logger.warn({ path: req.path }, 'session store unavailable')
+      logger.warn({ path: req.path, reason: error.message }, 'session store unavailable')
       return res.status(503).json({ error: 'store unavailable', code: error.code })
     }
     const status = Number.isInteger(error?.status) && error.status < 500 ? error.status : 500

@@ -54,7 +54,10 @@ function closedByServer(socket: Socket): Promise<{ reason: string; at: number }>
 
 async function loggedIn(user: string, agent = 'e2e-browser'): Promise<Browser> {
   const browser = new Browser(cluster.base, agent)
-  expect((await browser.login(user)).status).toBe(200)
+  const answer = await browser.login(user)
+  // A refused login names the node and what its store said, not just the status.
+  const unavailable = cluster.logs().filter((line) => line.msg === 'session store unavailable')
+  expect(answer.status, JSON.stringify({ answer, unavailable: unavailable.slice(-5) })).toBe(200)
   return browser
 }
 

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises'
 import { type Backend, InvalidOptionError, SessionStore, StoreUnavailableError } from 'sessionmesh'
 import { memoryBackend } from 'sessionmesh/memory'
 import { describe, expect, it } from 'vitest'
@@ -38,6 +39,28 @@ describe('store policy', () => {
       status: 503,
     })
     expect(backend.calls).toBe(1) // the breaker kept the second call off the dead backend
+  })
+
+  it('takes an answer that arrived while the process was busy past the timeout, instead of a false 503', async () => {
+    // The backend's answer (a real file system call, through libuv's thread pool) is in before the
+    // timeout, but the process is busy on something else until well after it. In the
+    // next turn of the event loop, timers run before I/O callbacks: the timeout must
+    // not beat an answer that is already waiting.
+    const inner = memoryBackend()
+    const backend: Backend = {
+      ...inner,
+      kind: 'busy',
+      get: (sid) => {
+        const answer = stat(import.meta.filename).then(() => inner.get(sid))
+        const until = Date.now() + 150
+        while (Date.now() < until) {} // another request's synchronous work
+        return answer
+      },
+    }
+    const store = new SessionStore({ backend, timeout: 50, retryAfter: 10_000 })
+    expect(await store.get('a')).toBeNull()
+    // And nothing tripped: the next call goes through, not refused by the breaker.
+    expect(await store.get('b')).toBeNull()
   })
 
   it('fail-open answers no session instead of an error', async () => {

@@ -84,9 +84,15 @@ export class Guard {
   #withTimeout<T>(call: () => Promise<T>): Promise<T> {
     const { timeout, kind } = this.#options
     return new Promise<T>((resolve, reject) => {
+      // A process busy past the timeout may have the answer waiting already: in a turn
+      // of the event loop timers run before I/O callbacks, so the timeout gives up one
+      // turn later (setImmediate runs after I/O). Otherwise a slow process reads as a
+      // dead backend, and a write that was applied gets a 503.
       const timer = setTimeout(
         () =>
-          reject(new StoreUnavailableError(`${kind} backend did not answer within ${timeout} ms`)),
+          setImmediate(() =>
+            reject(new StoreUnavailableError(`${kind} backend did not answer within ${timeout} ms`)),
+          ),
         timeout,
       )
       let pending: Promise<T>
