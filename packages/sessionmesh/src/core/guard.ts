@@ -91,7 +91,9 @@ export class Guard {
       const timer = setTimeout(
         () =>
           setImmediate(() =>
-            reject(new StoreUnavailableError(`${kind} backend did not answer within ${timeout} ms`)),
+            reject(
+              new StoreUnavailableError(`${kind} backend did not answer within ${timeout} ms`),
+            ),
           ),
         timeout,
       )
