@@ -4,10 +4,12 @@
 //
 //   node bench/load.mjs setup <port> <count> <out.json>   creates sessions, writes their cookies
 //   node bench/load.mjs run <port> <method> <path> <seconds> <connections> <cookies.json|-> [hot]
+//   node bench/load.mjs serve   the same commands as JSON arrays, one a line on stdin
 //
 // `run` prints one JSON line: { requests, seconds, rps, p50, p99, errors } (latencies in ms).
 import { readFileSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
+import { createInterface } from 'node:readline'
 
 const [mode, port, ...rest] = process.argv.slice(2)
 
@@ -102,6 +104,7 @@ async function setup(port, count, out) {
   }
   await Promise.all(Array.from({ length: 16 }, worker))
   writeFileSync(out, JSON.stringify(jars))
+  return {}
 }
 
 async function run(port, method, path, seconds, connections, cookieFile, hot) {
@@ -136,14 +139,34 @@ async function run(port, method, path, seconds, connections, cookieFile, hot) {
   const elapsed = (performance.now() - started) / 1000
   const sorted = latencies.subarray(0, Math.min(count, latencies.length)).sort()
   const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0
-  process.stdout.write(
-    `${JSON.stringify({ requests: count, seconds: elapsed, rps: count / elapsed, p50: at(0.5), p99: at(0.99), errors })}\n`,
-  )
+  return {
+    requests: count,
+    seconds: elapsed,
+    rps: count / elapsed,
+    p50: at(0.5),
+    p99: at(0.99),
+    errors,
+  }
 }
 
-if (mode === 'setup') await setup(port, Number(rest[0]), rest[1])
-else if (mode === 'run') await run(port, ...rest.slice(0, 5), rest[5] === 'hot')
-else {
-  process.stderr.write('usage: load.mjs setup|run …\n')
+/** One command line (`setup …` or `run …`, the arguments as above): its result. */
+function perform([command, port, ...args]) {
+  if (command === 'setup') return setup(port, Number(args[0]), args[1])
+  if (command === 'run') return run(port, ...args.slice(0, 5), args[5] === 'hot')
+  throw new Error(`unknown command ${command}`)
+}
+
+if (mode === 'serve') {
+  // bench/run.mjs keeps one generator for the whole run (a process start per
+  // measurement cost more than some measurements): a JSON array of arguments per
+  // line on stdin, a JSON result per line on stdout.
+  const lines = createInterface({ input: process.stdin })
+  for await (const line of lines) {
+    process.stdout.write(`${JSON.stringify(await perform(JSON.parse(line)))}\n`)
+  }
+} else if (mode === 'setup' || mode === 'run') {
+  process.stdout.write(`${JSON.stringify(await perform([mode, port, ...rest]))}\n`)
+} else {
+  process.stderr.write('usage: load.mjs setup|run|serve …\n')
   process.exit(2)
 }

@@ -1,6 +1,6 @@
 // One benchmark configuration in its own process:
-// `node bench/server.mjs <config> <redisUrl> [<clusterUrl>]` (sm-cluster uses the
-// cluster, as redis+cluster://host:port,…).
+// `node bench/server.mjs <config> <redisUrl|-> [<clusterUrl>]` (sm-cluster uses the
+// cluster, as redis+cluster://host:port,…; `-` for the configurations without Redis).
 // Prints `listening <port>` when ready. Routes:
 //   POST /login?user=…   creates a session with a passport user (so the user index is used)
 //   GET  /ro             reads the session
@@ -64,8 +64,7 @@ const app = express()
 app.disable('x-powered-by')
 app.disable('etag')
 let middleware
-const client =
-  config === 'none' || config === 'es-memory' ? undefined : createClient({ url: redisUrl })
+const client = redisUrl === '-' ? undefined : createClient({ url: redisUrl })
 client?.on('error', () => {})
 await client?.connect()
 // The cluster configuration: ioredis, as docs/redis-cluster.md recommends.
@@ -119,6 +118,33 @@ switch (config) {
       backend: redisBackend({ client: cluster, prefix: `${config}:` }),
     })
     break
+  // The stores PostgreSQL and MySQL users would pick instead, under express-session.
+  case 'es-pg-simple': {
+    const { default: pg } = await import('pg')
+    const pool = counting(new pg.Pool({ connectionString: PG_URL, max: 16 }))
+    const { default: connectPgSimple } = await import('connect-pg-simple')
+    const PgStore = connectPgSimple(expressSession)
+    const store = new PgStore({ pool, tableName: table, createTableIfMissing: true })
+    dropTable = () => pool.query(`DROP TABLE IF EXISTS ${table}`)
+    // The table is created on the first call; make it before any load arrives.
+    await new Promise((resolve, reject) => store.get('warm-up', (e) => (e ? reject(e) : resolve())))
+    middleware = expressSession({ ...common, store })
+    break
+  }
+  case 'es-mysql-session': {
+    const { createPool } = await import('mysql2/promise')
+    const pool = counting(createPool({ uri: MYSQL_URL, connectionLimit: 16 }))
+    const { default: mysqlSession } = await import('express-mysql-session')
+    const MySqlStore = mysqlSession(expressSession)
+    const store = new MySqlStore(
+      { createDatabaseTable: true, clearExpired: false, schema: { tableName: table } },
+      pool,
+    )
+    await store.onReady()
+    dropTable = () => pool.query(`DROP TABLE IF EXISTS ${table}`)
+    middleware = expressSession({ ...common, store })
+    break
+  }
   case 'sm-postgres':
   case 'sm-mysql':
   case 'sm-tiered': {
