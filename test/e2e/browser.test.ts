@@ -1,13 +1,9 @@
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import mysql from 'mysql2/promise'
-import {
-  type BrowserContext,
-  chromium,
-  type Page,
-  type Browser as Playwright,
-} from 'playwright-core'
+import type { BrowserContext, Page, Browser as Playwright } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from '../support/chromium.mjs'
 import { Browser, Cluster, canListen, freePortRange } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 import { MYSQL_URL, uniqueName } from '../support/sql.js'
@@ -69,18 +65,7 @@ async function signIn(page: Page, user: string, chat = /^connected via node-\d$/
 }
 
 beforeAll(async () => {
-  chrome = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-    ],
-  })
+  chrome = await launchChromium()
 })
 afterEach(() => {
   expect(pageErrors.splice(0)).toEqual([])

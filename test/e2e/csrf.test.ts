@@ -1,9 +1,10 @@
 import { createServer, type RequestListener, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import pino from 'pino'
-import { type BrowserContext, chromium, type Browser as Playwright } from 'playwright-core'
+import type { BrowserContext, Browser as Playwright } from 'playwright-core'
 import { SessionStore } from 'sessionmesh'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from '../support/chromium.mjs'
 
 // Issue 11, item 7, in Debian's Chromium: the demo app (its own createApp, on the
 // memory store) on 127.0.0.1:A, and pages of an attacker on another site
@@ -91,18 +92,8 @@ beforeAll(async () => {
     } else res.end('')
   })
   attackerPort = await listen(attacker)
-  chrome = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--no-first-run',
-      // The attacker's site: another registrable domain, resolved to loopback.
-      '--host-resolver-rules=MAP evil.test 127.0.0.1',
-    ],
-  })
+  // The attacker's site: another registrable domain, resolved to loopback.
+  chrome = await launchChromium(['--host-resolver-rules=MAP evil.test 127.0.0.1'])
 })
 afterAll(async () => {
   for (const ctx of contexts) await ctx.close().catch(() => {})

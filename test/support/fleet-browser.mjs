@@ -3,7 +3,7 @@
 // nginx's certificate by its public key only (SPKI, from the environment), not
 // by switching certificate checks off. Prints one JSON line with what it saw.
 
-import { chromium } from 'playwright-core'
+import { launchChromium } from './chromium.mjs'
 
 const base = process.env.BASE
 const spki = process.env.SPKI
@@ -13,19 +13,7 @@ const LINUX =
   'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36'
 
 const result = { pageErrors: [] }
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-    `--ignore-certificate-errors-spki-list=${spki}`,
-  ],
-})
+const browser = await launchChromium([`--ignore-certificate-errors-spki-list=${spki}`])
 
 async function window(userAgent) {
   const context = await browser.newContext({ userAgent })
