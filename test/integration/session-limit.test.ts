@@ -108,6 +108,30 @@ describe('maxSessionsPerUser', () => {
     await login(strict.app, 'bob')
   })
 
+  it('holds under concurrent logins: of 10 at once, as many pass as the limit allows (atomic in the write)', async () => {
+    const strict = await node('burst-refuse:', { maxSessionsPerUser: 2, onSessionLimit: 'refuse' })
+    const statuses = await Promise.all(
+      Array.from(
+        { length: 10 },
+        async () => (await new Client(strict.app.url).login('dee')).status,
+      ),
+    )
+    expect(statuses.filter((status) => status === 200)).toHaveLength(2)
+    expect(statuses.filter((status) => status === 409)).toHaveLength(8)
+    expect(await strict.store.listUserSessions('dee')).toHaveLength(2)
+
+    const revoking = await node('burst-revoke:', { maxSessionsPerUser: 2 })
+    const clients = Array.from({ length: 10 }, () => new Client(revoking.app.url))
+    const answers = await Promise.all(
+      clients.map(async (client) => (await client.login('eve')).status),
+    )
+    expect(answers.every((status) => status === 200)).toBe(true)
+    const kept = (await revoking.store.listUserSessions('eve')).map((entry) => entry.id)
+    expect(kept).toHaveLength(2)
+    const limited = revoking.events.filter((e) => e.type === 'destroyed' && e.reason === 'limit')
+    expect(limited).toHaveLength(8)
+  })
+
   it('refuses a limit that is not a positive integer, and an unknown policy', () => {
     expect(() => new SessionStore({ maxSessionsPerUser: 0 })).toThrow(/positive integer/)
     expect(

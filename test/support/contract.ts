@@ -249,6 +249,69 @@ export function backendContract(
       expect(await backend.listUser(user, Date.now())).toEqual([])
     })
 
+    it('a login under a session limit revokes the oldest in the same step (writeLimited)', async (context) => {
+      const writeLimited = backend.writeLimited?.bind(backend)
+      if (!writeLimited) return context.skip()
+      const user = `u-${sid()}`
+      const [first, second, third] = [sid(), sid(), sid()]
+      const rule = { max: 2, policy: 'revoke-oldest' } as const
+      expect(await writeLimited(first, createWrite({ userId: user }), rule)).toEqual({
+        result: 'ok',
+        revoked: [],
+      })
+      await writeLimited(second, createWrite({ userId: user }), rule)
+      expect(await writeLimited(third, createWrite({ userId: user }), rule)).toEqual({
+        result: 'ok',
+        revoked: [first],
+      })
+      expect(await backend.get(first)).toBeNull()
+      // Revoked as destroy revokes: final.
+      expect(await backend.write(first, createWrite({ userId: user }))).toBe('gone')
+      const listed = (await backend.listUser(user, Date.now())).map((s) => s.id)
+      expect(listed.sort()).toEqual([second, third].sort())
+    })
+
+    it("'refuse' writes nothing for a login beyond the limit, and a gone session stays gone", async (context) => {
+      const writeLimited = backend.writeLimited?.bind(backend)
+      if (!writeLimited) return context.skip()
+      const user = `u-${sid()}`
+      const rule = { max: 1, policy: 'refuse' } as const
+      const [held, refused] = [sid(), sid()]
+      await writeLimited(held, createWrite({ userId: user }), rule)
+      expect(await writeLimited(refused, createWrite({ userId: user }), rule)).toEqual({
+        result: 'full',
+      })
+      expect(await backend.get(refused)).toBeNull()
+      expect((await backend.listUser(user, Date.now())).map((s) => s.id)).toEqual([held])
+      await backend.destroy(held)
+      expect(await writeLimited(held, createWrite({ userId: user }), rule)).toEqual({
+        result: 'gone',
+      })
+    })
+
+    it('applies the limit atomically: of 20 concurrent logins of one user, exactly max stay', async (context) => {
+      const writeLimited = backend.writeLimited?.bind(backend)
+      if (!writeLimited) return context.skip()
+      for (const policy of ['refuse', 'revoke-oldest'] as const) {
+        const user = `u-${sid()}`
+        const ids = Array.from({ length: 20 }, sid)
+        const outcomes = await Promise.all(
+          ids.map((id) => writeLimited(id, createWrite({ userId: user }), { max: 3, policy })),
+        )
+        const live = (await backend.listUser(user, Date.now())).map((s) => s.id)
+        expect(live).toHaveLength(3)
+        const written = ids.filter((_, k) => outcomes[k]?.result === 'ok')
+        if (policy === 'refuse') {
+          expect(written.sort()).toEqual([...live].sort())
+        } else {
+          expect(written).toHaveLength(20)
+          const revoked = outcomes.flatMap((o) => (o.result === 'ok' ? o.revoked : []))
+          expect(new Set([...revoked, ...live]).size).toBe(20)
+          for (const id of revoked) expect(await backend.get(id)).toBeNull()
+        }
+      }
+    })
+
     it('reports a record it cannot read as malformed', async (context) => {
       if (!subject.corrupt) return context.skip()
       const id = sid()

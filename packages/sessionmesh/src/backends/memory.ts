@@ -3,7 +3,9 @@ import {
   cappedExpiry,
   EVENT_PROTOCOL_VERSION,
   type IndexedSession,
+  type LimitedWriteResult,
   type SessionEvent,
+  type SessionLimitRule,
   type SessionMeta,
   type SessionTouch,
   type SessionWrite,
@@ -88,6 +90,26 @@ class MemoryBackend implements Backend {
     this.#index(sid, entry.meta, write.userId)
     this.#emit('changed', sid)
     return 'ok'
+  }
+
+  /** In one step, as every call here is: the limit is exact. The oldest are the first to have joined. */
+  async writeLimited(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule,
+  ): Promise<LimitedWriteResult> {
+    const now = write.now
+    if (this.#tombstoned(sid, now) || (write.mode === 'update' && !this.#live(sid, now))) {
+      return { result: 'gone' }
+    }
+    const user = write.userId === undefined ? undefined : this.#users.get(write.userId)
+    const others = [...(user ?? [])].filter((id) => id !== sid && this.#live(id, now))
+    const excess = others.length - (limit.max - 1)
+    if (excess > 0 && limit.policy === 'refuse') return { result: 'full' }
+    await this.write(sid, write)
+    const revoked = excess > 0 ? others.slice(0, excess) : []
+    for (const id of revoked) this.#destroy(id, now)
+    return { result: 'ok', revoked }
   }
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {

@@ -72,6 +72,21 @@ export interface CallOptions {
 /** `gone`: the session was destroyed or had expired, and nothing was written. */
 export type WriteResult = 'ok' | 'gone'
 
+/** `maxSessionsPerUser` and what a login beyond it does. */
+export interface SessionLimitRule {
+  max: number
+  policy: 'revoke-oldest' | 'refuse'
+}
+
+/**
+ * What {@link Backend.writeLimited} did: `full`, the login was refused and nothing
+ * written; `ok` with the ids of the sessions it destroyed to make room.
+ */
+export type LimitedWriteResult =
+  | { result: 'gone' }
+  | { result: 'full' }
+  | { result: 'ok'; revoked: string[] }
+
 /** An extension of a session's expiry, with no change to its data. */
 export interface SessionTouch {
   now: number
@@ -110,6 +125,17 @@ export interface Backend {
   get(sid: string): Promise<StoredSession | null>
   /** Applies one write atomically, together with the user index. */
   write(sid: string, write: SessionWrite): Promise<WriteResult>
+  /**
+   * A login's write with the user's session limit applied in the same atomic step:
+   * `refuse` writes nothing when the user has `max` other sessions; `revoke-oldest`
+   * destroys the oldest logins beyond `max - 1` as {@link Backend.destroy} would.
+   * Without it the store checks the limit around {@link Backend.write}, not atomically.
+   */
+  writeLimited?(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule,
+  ): Promise<LimitedWriteResult>
   /** Extends the expiry of an existing session; never creates one. */
   touch(sid: string, touch: SessionTouch): Promise<WriteResult>
   /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */

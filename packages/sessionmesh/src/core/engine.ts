@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import {
   type Backend,
   cappedExpiry,
+  type LimitedWriteResult,
   MalformedRecordError,
   type SessionMeta,
   type SessionWrite,
@@ -12,6 +13,7 @@ import { decodeSession, encodedSize, encodeSession, type SessionData } from './c
 import {
   InvalidOptionError,
   redactSid,
+  SessionLimitError,
   SessionTooLargeError,
   StoreUnavailableError,
 } from './errors.js'
@@ -220,7 +222,10 @@ export class SessionEngine {
     const userId = this.userIdOf(session as SessionData)
     // A login: the session gets a user it did not have.
     const login = userId !== undefined && userId !== snapshot?.meta.userId
-    if (login && this.#limit) await this.#limit.before(sid, userId, now)
+    const limit = login ? this.#limit : undefined
+    // A backend that can applies the limit inside the write; for the others it is checked around it.
+    const atomicLimit = limit !== undefined && this.backend.writeLimited !== undefined
+    if (login && limit && !atomicLimit) await limit.before(sid, userId, now)
     const version = newVersion()
     const write: SessionWrite = {
       mode: 'create',
@@ -256,15 +261,21 @@ export class SessionEngine {
 
     const near = this.near
     near?.expectOwnWrite(sid, now)
-    let result: WriteResult
+    let outcome: LimitedWriteResult
     try {
-      result = await this.call('set', (deadline) => this.backend.write(sid, { ...write, deadline }))
+      outcome = await this.call('set', (deadline) =>
+        this.#write(sid, { ...write, deadline }, limit),
+      )
     } catch (error) {
       near?.ownWriteFailed(sid)
       if (this.failOpen && error instanceof StoreUnavailableError) return undefined
       throw error
     }
-    if (result === 'gone') {
+    if (outcome.result === 'full') {
+      near?.ownWriteFailed(sid)
+      throw new SessionLimitError(String(userId), limit?.max ?? 0)
+    }
+    if (outcome.result === 'gone') {
       near?.ownWriteFailed(sid)
       this.metrics?.refusedWrite('gone')
       reportGone(sid, 'set')
@@ -273,7 +284,11 @@ export class SessionEngine {
     // Without a snapshot the session is new to this process (under @fastify/session,
     // which hides what it loaded, every save is; docs/events.md says so).
     if (!snapshot) this.lifecycle.created(sid, userId)
-    if (login && this.#limit) await this.#limit.after(sid, userId, now)
+    for (const id of outcome.revoked) {
+      near?.forget(id)
+      this.lifecycle.destroyed(id, 'limit')
+    }
+    if (login && limit && !atomicLimit) await limit.after(sid, userId, now)
     const createdAt = snapshot?.meta.createdAt ?? now
     const meta: SessionMeta = {
       ...snapshot?.meta,
@@ -291,6 +306,19 @@ export class SessionEngine {
     // The next save of this request diffs against what was just written.
     next.loadSeq = near?.seq ?? 0
     return next
+  }
+
+  /** One write; a login under the session limit goes to `writeLimited` where the backend has it. */
+  async #write(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimit | undefined,
+  ): Promise<LimitedWriteResult> {
+    const backend = this.backend
+    if (limit && backend.writeLimited) return backend.writeLimited(sid, write, limit.rule)
+    return (await backend.write(sid, write)) === 'gone'
+      ? { result: 'gone' }
+      : { result: 'ok', revoked: [] }
   }
 
   /** True when a read-only request on this session should extend its expiry now. */

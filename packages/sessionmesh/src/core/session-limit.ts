@@ -1,4 +1,4 @@
-import type { Backend } from './backend.js'
+import type { Backend, SessionLimitRule } from './backend.js'
 import { InvalidOptionError, SessionLimitError } from './errors.js'
 import type { DestroyReason } from './events.js'
 import { debug } from './telemetry.js'
@@ -15,14 +15,17 @@ interface Host {
 
 /**
  * `maxSessionsPerUser`: applied when a save gives a session a user it did not
- * have (a login). Read from the user index around the write, not inside it, so
- * two logins at the same moment can both pass a `refuse` check, and under
- * `revoke-oldest` the user holds one session too many until the second login's
- * revocation lands (docs: README "Sessions per user").
+ * have (a login). A backend with `writeLimited` applies it inside the login's
+ * write ({@link SessionLimit.rule}). For the others it is read from the user
+ * index around the write, not inside it ({@link SessionLimit.before} and
+ * {@link SessionLimit.after}), so two logins at the same moment can both pass a
+ * `refuse` check, and under `revoke-oldest` the user holds one session too many
+ * until the second login's revocation lands (docs: README "Sessions per user").
  */
 export class SessionLimit {
   readonly max: number
   readonly policy: SessionLimitPolicy
+  readonly rule: SessionLimitRule
   readonly #host: Host
 
   constructor(host: Host, max: number, policy: SessionLimitPolicy | undefined) {
@@ -38,6 +41,7 @@ export class SessionLimit {
     this.#host = host
     this.max = max
     this.policy = chosen
+    this.rule = { max, policy: chosen }
   }
 
   /** Before a login's write: refuses it (`refuse`) when the user already has `max` other sessions. */

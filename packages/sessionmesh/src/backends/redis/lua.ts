@@ -154,11 +154,16 @@ end
 `
   return {
     // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
-    // userAgent, ip, deadline, #set fields, then field/value pairs, then fields to
-    // delete. The deadline is taken out first, so that the rest is laid out as
-    // prepare() and apply() read it.
+    // userAgent, ip, deadline, session limit (0 for none), its policy, tombstone ttl,
+    // #set fields, then field/value pairs, then fields to delete. The four after
+    // ip are taken out first, so that the rest is laid out as prepare() and apply()
+    // read it. Returns 1 when written, 0 when gone, 2 when a login was refused by
+    // the limit (nothing written), or the ids the limit revoked to make room.
     write: `${index}
 local deadline = table.remove(ARGV, 11)
+local limit = tonumber(table.remove(ARGV, 11)) or 0
+local policy = table.remove(ARGV, 11)
+local tombstoneTtl = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
 local w, problem = prepare(key, {KEYS[2]})
@@ -170,6 +175,20 @@ local leaving = w.old and w.old ~= uid
 if (joining and not usable(bucket(prefix, uid))) or (leaving and not usable(bucket(prefix, w.old))) then
   return redis.error_reply('ERR sessionmesh: a user index bucket holds another data type')
 end
+-- A login under the limit: the user's live sessions in login order, oldest first.
+local list, revoked = nil, {}
+if joining then
+  list = alive(prefix, without(members(bucket(prefix, uid), uid), sid))
+  local excess = #list - (limit - 1)
+  if limit > 0 and excess > 0 then
+    if policy == 'refuse' then return 2 end
+    local kept = {}
+    for i, member in ipairs(list) do
+      if i <= excess then revoked[#revoked + 1] = member else kept[#kept + 1] = member end
+    end
+    list = kept
+  end
+end
 apply(key, w)
 if leaving then
   local idx = bucket(prefix, w.old)
@@ -177,7 +196,11 @@ if leaving then
 end
 if joining then
   local idx = bucket(prefix, uid)
-  local list = alive(prefix, without(members(idx, uid), sid))
+  for _, victim in ipairs(revoked) do
+    redis.call('DEL', prefix .. 's:' .. victim)
+    redis.call('SET', tombstone(prefix, victim), '1', 'PX', tombstoneTtl)
+    publish(prefix .. 'events', 'destroyed', victim)
+  end
   list[#list + 1] = sid
   put(idx, uid, list)
   -- Users who never come back: sweep two other users of this bucket on each login.
@@ -190,6 +213,7 @@ elseif uid ~= '' then
   redis.call('PEXPIREAT', bucket(prefix, uid), w.expiresAt, 'GT')
 end
 publish(prefix .. 'events', 'changed', sid)
+if #revoked > 0 then return revoked end
 return 1
 `,
     // KEYS: session. ARGV: prefix, now, expiresAt, maxLifetime, deadline.

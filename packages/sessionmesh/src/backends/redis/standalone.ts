@@ -2,6 +2,8 @@ import type {
   Backend,
   CallOptions,
   IndexedSession,
+  LimitedWriteResult,
+  SessionLimitRule,
   SessionTouch,
   SessionWrite,
   WriteResult,
@@ -25,11 +27,27 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
   }
 
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
-    const { prefix } = this.layout
+    return (await this.#write(sid, write, undefined)) === 0 ? 'gone' : 'ok'
+  }
+
+  /** The limit is applied inside the write's script: one atomic step, as every write here. */
+  async writeLimited(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule,
+  ): Promise<LimitedWriteResult> {
+    const result = await this.#write(sid, write, limit)
+    if (result === 0) return { result: 'gone' }
+    if (result === 2) return { result: 'full' }
+    return { result: 'ok', revoked: Array.isArray(result) ? result.map(String) : [] }
+  }
+
+  async #write(sid: string, write: SessionWrite, limit: SessionLimitRule | undefined) {
+    const { prefix, tombstoneTtl } = this.layout
     const deadline = await this.clock.convert(write.deadline)
     const keys = [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
-    const result = await this.run(this.#lua.write, keys, writeArgs(prefix, sid, write, [deadline]))
-    return result === 1 ? 'ok' : 'gone'
+    const extra = [deadline, String(limit?.max ?? 0), limit?.policy ?? '', tombstoneTtl]
+    return this.run(this.#lua.write, keys, writeArgs(prefix, sid, write, extra))
   }
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
