@@ -327,11 +327,22 @@ export function backendContract(
       try {
         const id = sid()
         await backend.write(id, createWrite())
-        await backend.destroy(id)
+        await backend.destroy(id, { reason: 'logout' })
         await expect
           .poll(() => events.filter((e) => e.sid === id).map((e) => e.type), { timeout: 3000 })
           .toEqual(['changed', 'destroyed'])
         expect(events.every((e) => e.v === 1)).toBe(true)
+        // A destroy carries its reason, so that every process can report why.
+        expect(events.find((e) => e.sid === id && e.type === 'destroyed')?.reason).toBe('logout')
+        const user = `u-${sid()}`
+        const revoked = sid()
+        await backend.write(revoked, createWrite({ userId: user }))
+        await backend.destroyUser(user, undefined, { reason: 'revoked' })
+        await expect
+          .poll(() => events.find((e) => e.sid === revoked && e.type === 'destroyed')?.reason, {
+            timeout: 3000,
+          })
+          .toBe('revoked')
       } finally {
         await unsubscribe()
       }

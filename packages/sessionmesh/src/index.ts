@@ -4,6 +4,7 @@ export {
   type CallOptions,
   cappedExpiry,
   EVENT_PROTOCOL_VERSION,
+  formatEvent,
   type IndexedSession,
   LateCallError,
   type LimitedWriteResult,

@@ -1,5 +1,6 @@
 import {
   type Backend,
+  type CallOptions,
   cappedExpiry,
   EVENT_PROTOCOL_VERSION,
   type IndexedSession,
@@ -108,7 +109,7 @@ class MemoryBackend implements Backend {
     if (excess > 0 && limit.policy === 'refuse') return { result: 'full' }
     await this.write(sid, write)
     const revoked = excess > 0 ? others.slice(0, excess) : []
-    for (const id of revoked) this.#destroy(id, now)
+    for (const id of revoked) this.#destroy(id, now, { reason: 'limit', by: write.by })
     return { result: 'ok', revoked }
   }
 
@@ -120,8 +121,8 @@ class MemoryBackend implements Backend {
     return 'ok'
   }
 
-  async destroy(sid: string): Promise<void> {
-    this.#destroy(sid, Date.now())
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    this.#destroy(sid, Date.now(), options)
   }
 
   async listUser(userId: string, now: number): Promise<IndexedSession[]> {
@@ -133,13 +134,13 @@ class MemoryBackend implements Backend {
     return list
   }
 
-  async destroyUser(userId: string, except?: string): Promise<string[]> {
+  async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
     const now = Date.now()
     const destroyed: string[] = []
     for (const sid of [...(this.#users.get(userId) ?? [])]) {
       if (sid === except) continue
       if (this.#live(sid, now)) destroyed.push(sid)
-      this.#destroy(sid, now)
+      this.#destroy(sid, now, options)
     }
     return destroyed
   }
@@ -190,11 +191,11 @@ class MemoryBackend implements Backend {
     return false
   }
 
-  #destroy(sid: string, now: number): void {
+  #destroy(sid: string, now: number, said: CallOptions): void {
     const entry = this.#sessions.get(sid)
     if (entry) this.#forget(sid, entry)
     this.#tombstones.set(sid, now + this.#tombstoneTtl)
-    this.#emit('destroyed', sid)
+    this.#emit('destroyed', sid, said)
   }
 
   #forget(sid: string, entry: Entry): void {
@@ -219,8 +220,10 @@ class MemoryBackend implements Backend {
     else this.#users.set(userId, new Set([sid]))
   }
 
-  #emit(type: SessionEvent['type'], sid: string): void {
+  #emit(type: SessionEvent['type'], sid: string, said: CallOptions = {}): void {
     const event: SessionEvent = { v: EVENT_PROTOCOL_VERSION, type, sid }
+    if (said.reason !== undefined) event.reason = said.reason
+    if (said.by !== undefined) event.by = said.by
     for (const listener of this.#listeners) listener(event)
   }
 

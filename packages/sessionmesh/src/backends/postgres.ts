@@ -3,6 +3,7 @@ import { debuglog } from 'node:util'
 import {
   type BusState,
   type CallOptions,
+  formatEvent,
   type IndexedSession,
   LateCallError,
   parseEvent,
@@ -190,7 +191,7 @@ class PostgresBackend implements SqlBackend {
         ? [...common, write.device.userAgent ?? null, write.device.ip ?? null]
         : common
     values.push(write.deadline ?? null)
-    if (this.#channel !== undefined) values.push(this.#channel, eventJson('changed', sid))
+    if (this.#channel !== undefined) values.push(this.#channel, formatEvent('changed', sid))
     const sql = write.mode === 'create' ? this.#sql.create : this.#sql.update
     const { rows } = await this.#pool.query(sql, values)
     if (rows.length > 0) return 'ok'
@@ -211,7 +212,9 @@ class PostgresBackend implements SqlBackend {
       this.#options.tombstoneTtl,
       options.deadline ?? null,
     ]
-    if (this.#channel !== undefined) values.push(this.#channel, eventJson('destroyed', sid))
+    if (this.#channel !== undefined) {
+      values.push(this.#channel, formatEvent('destroyed', sid, options))
+    }
     const { rows } = await this.#pool.query(this.#sql.destroy, values)
     if (rows.length === 0) throw new LateCallError(this.kind, 'destroy')
   }
@@ -232,7 +235,9 @@ class PostgresBackend implements SqlBackend {
       this.#options.tombstoneTtl,
       options.deadline ?? null,
     ]
-    if (this.#channel !== undefined) values.push(this.#channel)
+    if (this.#channel !== undefined) {
+      values.push(this.#channel, options.reason ?? null, options.by ?? null)
+    }
     const { rows } = await this.#pool.query(this.#sql.destroyUser, values)
     return rows.filter((row) => row.live === true).map((row) => String(row.id))
   }
@@ -435,7 +440,7 @@ function statements(t: string, notify: boolean) {
     ) ${announce('d', 5)}`,
     listUser: `SELECT id, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${t}
       WHERE user_id = $1 AND fields IS NOT NULL AND expires_at > $2::bigint ORDER BY created_at, id`,
-    // Parameters: 1 user, 2 except, 3 now, 4 tombstone ttl, 5 deadline [, channel].
+    // Parameters: 1 user, 2 except, 3 now, 4 tombstone ttl, 5 deadline [, channel, reason, caller].
     // Rows are locked in id order so that two revocations of one user cannot deadlock.
     destroyUser: `WITH victims AS (
       SELECT id, expires_at FROM ${t}
@@ -448,7 +453,7 @@ function statements(t: string, notify: boolean) {
       RETURNING s.id, victims.expires_at > $3::bigint AS live
     ) SELECT id, live${
       notify
-        ? `, pg_notify($6::text, json_build_object('v', 1, 'type', 'destroyed', 'sid', id)::text)`
+        ? `, pg_notify($6::text, json_strip_nulls(json_build_object('v', 1, 'type', 'destroyed', 'sid', id, 'reason', $7::text, 'by', $8::text))::text)`
         : ''
     } FROM d`,
     count: `SELECT count(*) AS n FROM ${t} WHERE fields IS NOT NULL AND expires_at > $1::bigint`,
@@ -460,11 +465,6 @@ function statements(t: string, notify: boolean) {
       SELECT id FROM ${t} WHERE expires_at <= $1::bigint LIMIT $2::int FOR UPDATE SKIP LOCKED
     ) AND expires_at <= $1::bigint`,
   }
-}
-
-function eventJson(type: SessionEvent['type'], sid: string): string {
-  const event: SessionEvent = { v: 1, type, sid }
-  return JSON.stringify(event)
 }
 
 function quote(identifier: string): string {

@@ -171,7 +171,8 @@ class Tiered implements TieredBackend {
     await this.#durable.destroy(sid, this.#durableDeadline(options))
     // No deadline for the cache: once the durable tier has destroyed the session, a
     // late cache destroy must still happen, or the cached copy would outlive it.
-    await this.#onCache(sid, (cache) => cache.destroy(sid))
+    const said = { reason: options.reason, by: options.by }
+    await this.#onCache(sid, (cache) => cache.destroy(sid, said))
   }
 
   listUser(userId: string, now: number): Promise<IndexedSession[]> {
@@ -184,7 +185,10 @@ class Tiered implements TieredBackend {
       except,
       this.#durableDeadline(options),
     )
-    await Promise.all(destroyed.map((sid) => this.#onCache(sid, (cache) => cache.destroy(sid))))
+    const said = { reason: options.reason, by: options.by }
+    await Promise.all(
+      destroyed.map((sid) => this.#onCache(sid, (cache) => cache.destroy(sid, said))),
+    )
     return destroyed
   }
 

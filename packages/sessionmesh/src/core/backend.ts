@@ -55,7 +55,31 @@ export interface SessionWrite {
   device: { userAgent?: string; ip?: string }
   /** See {@link CallOptions.deadline}. */
   deadline?: number
+  /** See {@link CallOptions.by}: on the events of the sessions a session limit destroys. */
+  by?: string | undefined
 }
+
+/**
+ * Why a session ended. `logout`: the app destroyed it (`req.session.destroy`,
+ * `store.destroy`); `revoked`: `revokeSession`, `revokeUserSessions` or the
+ * `sessionmesh sessions` CLI; `regenerated`: replaced by a new id
+ * (`req.session.regenerate`, passport's login), reported even when the old id had
+ * never been saved; `expired`: its lifetime ran out (seen by the socket.io binding,
+ * which watches sessions with sockets); `limit`: ended by `maxSessionsPerUser`
+ * (`onSessionLimit: 'revoke-oldest'`) when its user logged in once too often;
+ * `unknown`: another process ended it without saying why (a release before
+ * reasons were carried on the bus, or a backend whose bus carries none).
+ */
+export type DestroyReason = 'logout' | 'revoked' | 'regenerated' | 'expired' | 'limit' | 'unknown'
+
+const DESTROY_REASONS: ReadonlySet<string> = new Set<DestroyReason>([
+  'logout',
+  'revoked',
+  'regenerated',
+  'expired',
+  'limit',
+  'unknown',
+])
 
 /** What the store tells a backend about one call. */
 export interface CallOptions {
@@ -67,6 +91,10 @@ export interface CallOptions {
    * keep clocks in sync (NTP).
    */
   deadline?: number
+  /** For `destroy` and `destroyUser`: why, carried on the bus event so other processes can say it too. */
+  reason?: DestroyReason | undefined
+  /** Who asks (a store's random name), carried on the bus event so that it can tell its own from others'. */
+  by?: string | undefined
 }
 
 /** `gone`: the session was destroyed or had expired, and nothing was written. */
@@ -109,6 +137,10 @@ export interface SessionEvent {
   v: 1
   type: 'changed' | 'destroyed'
   sid: string
+  /** For `destroyed`, when the destroying process said why (older releases leave it out). */
+  reason?: DestroyReason
+  /** For `destroyed`: the {@link CallOptions.by} of the call, when it gave one. */
+  by?: string
 }
 
 /** `lost`: the bus connection dropped and events may be missed; `restored`: they flow again. */
@@ -194,6 +226,18 @@ export function cappedExpiry(expiresAt: number, createdAt: number, maxLifetime: 
   return maxLifetime > 0 ? Math.min(expiresAt, createdAt + maxLifetime) : expiresAt
 }
 
+/** The message a backend publishes for `event` (what {@link parseEvent} reads back). */
+export function formatEvent(
+  type: SessionEvent['type'],
+  sid: string,
+  options: CallOptions = {},
+): string {
+  const event: SessionEvent = { v: EVENT_PROTOCOL_VERSION, type, sid }
+  if (type === 'destroyed' && options.reason !== undefined) event.reason = options.reason
+  if (type === 'destroyed' && options.by !== undefined) event.by = options.by
+  return JSON.stringify(event)
+}
+
 /** Parses the message a backend published into a {@link SessionEvent}, or `undefined` if it is foreign. */
 export function parseEvent(message: string): SessionEvent | undefined {
   try {
@@ -203,7 +247,13 @@ export function parseEvent(message: string): SessionEvent | undefined {
       (event.type === 'changed' || event.type === 'destroyed') &&
       typeof event.sid === 'string'
     ) {
-      return { v: 1, type: event.type, sid: event.sid }
+      const parsed: SessionEvent = { v: 1, type: event.type, sid: event.sid }
+      // A reason this release does not know is left out, not passed on.
+      if (event.type === 'destroyed' && DESTROY_REASONS.has(event.reason as string)) {
+        parsed.reason = event.reason as DestroyReason
+      }
+      if (event.type === 'destroyed' && typeof event.by === 'string') parsed.by = event.by
+      return parsed
     }
   } catch {
     // not JSON: from some other publisher on the channel

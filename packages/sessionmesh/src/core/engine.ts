@@ -263,8 +263,9 @@ export class SessionEngine {
     near?.expectOwnWrite(sid, now)
     let outcome: LimitedWriteResult
     try {
+      const by = this.lifecycle.name
       outcome = await this.call('set', (deadline) =>
-        this.#write(sid, { ...write, deadline }, limit),
+        this.#write(sid, { ...write, deadline, by }, limit),
       )
     } catch (error) {
       near?.ownWriteFailed(sid)
@@ -365,7 +366,8 @@ export class SessionEngine {
   /** Destroys a session everywhere, this process's near cache first; `reason` is for the lifecycle event. */
   async destroy(sid: string, reason: DestroyReason = 'logout'): Promise<void> {
     this.near?.forget(sid)
-    await this.call('destroy', (deadline) => this.backend.destroy(sid, { deadline }))
+    const by = this.lifecycle.name
+    await this.call('destroy', (deadline) => this.backend.destroy(sid, { deadline, reason, by }))
     // Again: a load that began before the destroy may have filled the cache meanwhile.
     this.near?.forget(sid)
     this.lifecycle.destroyed(sid, reason)
@@ -378,7 +380,7 @@ export class SessionEngine {
     reason: DestroyReason = 'revoked',
   ): Promise<string[]> {
     const ids = await this.call('revokeUserSessions', (deadline) =>
-      this.backend.destroyUser(userId, except, { deadline }),
+      this.backend.destroyUser(userId, except, { deadline, reason, by: this.lifecycle.name }),
     )
     for (const id of ids) this.near?.forget(id)
     for (const id of ids) this.lifecycle.destroyed(id, reason)

@@ -1,20 +1,12 @@
+import { randomBytes } from 'node:crypto'
 import diagnostics from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
-import type { Backend, SessionEvent } from './backend.js'
+import type { Backend, DestroyReason, SessionEvent } from './backend.js'
+
+export type { DestroyReason } from './backend.js'
+
 import { redactSid } from './errors.js'
 import { debug } from './telemetry.js'
-
-/**
- * Why a session ended. `logout`: the app destroyed it (`req.session.destroy`,
- * `store.destroy`); `revoked`: `revokeSession`, `revokeUserSessions` or the
- * `sessionmesh sessions` CLI; `regenerated`: replaced by a new id
- * (`req.session.regenerate`, passport's login), reported even when the old id had
- * never been saved; `expired`: its lifetime ran out (seen by the socket.io binding,
- * which watches sessions with sockets); `limit`: ended by `maxSessionsPerUser`
- * (`onSessionLimit: 'revoke-oldest'`) when its user logged in once too often;
- * `unknown`: another process ended it, and the bus says only that it ended.
- */
-export type DestroyReason = 'logout' | 'revoked' | 'regenerated' | 'expired' | 'limit' | 'unknown'
 
 /**
  * A session lifecycle event. `origin: 'local'`: this process did it (or, for
@@ -45,6 +37,8 @@ const OWN_DESTROY_MS = 30_000
  * has been called.
  */
 export class Lifecycle extends EventEmitter {
+  /** This engine's name on the bus (`by`): its own destroys come back with it. */
+  readonly name = randomBytes(9).toString('base64url')
   readonly #own = new Map<string, number>()
   #watching: Promise<(() => Promise<void>) | undefined> | undefined
 
@@ -85,13 +79,15 @@ export class Lifecycle extends EventEmitter {
   }
 
   #heard(event: SessionEvent): void {
-    if (event.type !== 'destroyed') return
+    if (event.type !== 'destroyed' || event.by === this.name) return
+    // An own destroy heard from a release that does not name itself on the bus.
     const own = this.#own.get(event.sid)
     if (own !== undefined) {
       this.#own.delete(event.sid)
       if (own > Date.now()) return
     }
-    this.#publish({ type: 'destroyed', sid: event.sid, reason: 'unknown', origin: 'bus' })
+    const reason = event.reason ?? 'unknown'
+    this.#publish({ type: 'destroyed', sid: event.sid, reason, origin: 'bus' })
   }
 
   #publish(event: SessionLifecycleEvent): void {

@@ -75,7 +75,8 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
   }
 
   async destroy(sid: string, options: CallOptions = {}): Promise<void> {
-    const reply = await this.#destroyOne(sid, await this.clock.convert(options.deadline), '')
+    const deadline = await this.clock.convert(options.deadline)
+    const reply = await this.#destroyOne(sid, deadline, '', options)
     const user = second(reply)
     if (user !== '') await this.#leave(user, [[sid, '']]).catch(ignore)
   }
@@ -111,7 +112,9 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
   async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
     const until = await this.clock.convert(options.deadline)
     const targets = Object.keys(await this.#members(userId)).filter((sid) => sid !== except)
-    const replies = await Promise.all(targets.map((sid) => this.#destroyOne(sid, until, userId)))
+    const replies = await Promise.all(
+      targets.map((sid) => this.#destroyOne(sid, until, userId, options)),
+    )
     const destroyed = targets.filter((_, i) => first(replies[i]) === 1)
     // Gone already, or moved to another user meanwhile: either way not this user's any more.
     if (targets.length > 0) {
@@ -135,9 +138,15 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
     return [sessionKey(this.layout.prefix, sid)]
   }
 
-  #destroyOne(sid: string, deadline: string, expectedUser: string): Promise<unknown> {
+  #destroyOne(
+    sid: string,
+    deadline: string,
+    expectedUser: string,
+    { reason, by }: CallOptions,
+  ): Promise<unknown> {
     const { prefix, tombstoneTtl } = this.layout
-    const args = [`${prefix}events`, sid, tombstoneTtl, deadline, expectedUser]
+    const said = [reason ?? '', by ?? '']
+    const args = [`${prefix}events`, sid, tombstoneTtl, deadline, expectedUser, ...said]
     return this.run(lua.destroy, this.#keys(sid), args)
   }
 

@@ -55,8 +55,13 @@ local function usable(idx)
   local t = redis.call('TYPE', idx).ok
   return t == 'hash' or t == 'none'
 end
-local function publish(channel, kind, sid)
-  redis.call('PUBLISH', channel, '{"v":1,"type":"' .. kind .. '","sid":' .. cjson.encode(sid) .. '}')
+-- A destroy says why and who asked ('' for not said): every process can report
+-- it, and the one that asked can tell its own destroy from others'.
+local function publish(channel, kind, sid, reason, by)
+  local message = '{"v":1,"type":"' .. kind .. '","sid":' .. cjson.encode(sid)
+  if reason and reason ~= '' then message = message .. ',"reason":' .. cjson.encode(reason) end
+  if by and by ~= '' then message = message .. ',"by":' .. cjson.encode(by) end
+  redis.call('PUBLISH', channel, message .. '}')
 end
 -- HSET and HDEL in chunks: unpack() of thousands of arguments overflows Lua's stack.
 local function chunked(command, key, list, from, to)
@@ -155,8 +160,8 @@ end
   return {
     // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
     // userAgent, ip, deadline, session limit (0 for none), its policy, tombstone ttl,
-    // #set fields, then field/value pairs, then fields to delete. The four after
-    // ip are taken out first, so that the rest is laid out as prepare() and apply()
+    // the caller's name, #set fields, then field/value pairs, then fields to delete.
+    // The five after ip are taken out first, so that the rest is laid out as prepare() and apply()
     // read it. Returns 1 when written, 0 when gone, 2 when a login was refused by
     // the limit (nothing written), or the ids the limit revoked to make room.
     write: `${index}
@@ -164,6 +169,7 @@ local deadline = table.remove(ARGV, 11)
 local limit = tonumber(table.remove(ARGV, 11)) or 0
 local policy = table.remove(ARGV, 11)
 local tombstoneTtl = table.remove(ARGV, 11)
+local by = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
 local w, problem = prepare(key, {KEYS[2]})
@@ -199,7 +205,7 @@ if joining then
   for _, victim in ipairs(revoked) do
     redis.call('DEL', prefix .. 's:' .. victim)
     redis.call('SET', tombstone(prefix, victim), '1', 'PX', tombstoneTtl)
-    publish(prefix .. 'events', 'destroyed', victim)
+    publish(prefix .. 'events', 'destroyed', victim, 'limit', by)
   end
   list[#list + 1] = sid
   put(idx, uid, list)
@@ -230,13 +236,13 @@ if uid then
 end
 return 1
 `,
-    // ARGV: prefix, tombstone ttl, deadline, then session ids. Destroys each and
-    // leaves a tombstone; a corrupt index never keeps a session from being destroyed.
+    // ARGV: prefix, tombstone ttl, deadline, reason, caller, then session ids. Destroys
+    // each and leaves a tombstone; a corrupt index never keeps a session from being destroyed.
     destroy: `${index}
 if late(ARGV[3]) then return redis.error_reply(LATE) end
-local prefix = ARGV[1]
+local prefix, reason, by = ARGV[1], ARGV[4], ARGV[5]
 local destroyed = {}
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   local sid = ARGV[i]
   local key = prefix .. 's:' .. sid
   local uid = redis.pcall('HGET', key, 'u')
@@ -246,11 +252,11 @@ for i = 4, #ARGV do
   end
   if redis.call('DEL', key) == 1 then destroyed[#destroyed + 1] = sid end
   redis.call('SET', tombstone(prefix, sid), '1', 'PX', ARGV[2])
-  publish(prefix .. 'events', 'destroyed', sid)
+  publish(prefix .. 'events', 'destroyed', sid, reason, by)
 end
 return destroyed
 `,
-    // ARGV: prefix, tombstone ttl, except, user id, deadline.
+    // ARGV: prefix, tombstone ttl, except, user id, deadline, reason, caller.
     destroyUser: `${index}
 if late(ARGV[5]) then return redis.error_reply(LATE) end
 local prefix, except, uid = ARGV[1], ARGV[3], ARGV[4]
@@ -263,7 +269,7 @@ for _, sid in ipairs(members(idx, uid)) do
   else
     if redis.call('DEL', prefix .. 's:' .. sid) == 1 then destroyed[#destroyed + 1] = sid end
     redis.call('SET', tombstone(prefix, sid), '1', 'PX', ARGV[2])
-    publish(prefix .. 'events', 'destroyed', sid)
+    publish(prefix .. 'events', 'destroyed', sid, ARGV[6], ARGV[7])
   end
 end
 put(idx, uid, alive(prefix, kept))
@@ -350,7 +356,7 @@ end
 return 1
 `,
   // KEYS: session. ARGV: channel, sid, tombstone ttl, deadline, expected user (''
-  // for any). Replaces the session with its tombstone. Returns {destroyed 0/1,
+  // for any), reason, caller. Replaces the session with its tombstone. Returns {destroyed 0/1,
   // user}; a session that now belongs to another user than expected is left alone
   // ({-1, user}).
   destroy: `${COMMON}
@@ -364,7 +370,7 @@ local destroyed = live and 1 or 0
 redis.call('DEL', key)
 redis.call('HSET', key, 't', '1')
 redis.call('PEXPIRE', key, ARGV[3])
-publish(ARGV[1], 'destroyed', ARGV[2])
+publish(ARGV[1], 'destroyed', ARGV[2], ARGV[6], ARGV[7])
 return {destroyed, uid}
 `,
   // KEYS: bucket. ARGV: user, sid, deadline, now. Adds the session to the user's

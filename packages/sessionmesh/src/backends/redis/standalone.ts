@@ -46,7 +46,8 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
     const { prefix, tombstoneTtl } = this.layout
     const deadline = await this.clock.convert(write.deadline)
     const keys = [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
-    const extra = [deadline, String(limit?.max ?? 0), limit?.policy ?? '', tombstoneTtl]
+    const limits = [String(limit?.max ?? 0), limit?.policy ?? '', tombstoneTtl]
+    const extra = [deadline, ...limits, write.by ?? '']
     return this.run(this.#lua.write, keys, writeArgs(prefix, sid, write, extra))
   }
 
@@ -64,7 +65,8 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
 
   async destroy(sid: string, options: CallOptions = {}): Promise<void> {
     const { prefix, tombstoneTtl } = this.layout
-    const args = [prefix, tombstoneTtl, await this.clock.convert(options.deadline), sid]
+    const deadline = await this.clock.convert(options.deadline)
+    const args = [prefix, tombstoneTtl, deadline, options.reason ?? '', options.by ?? '', sid]
     await this.run(this.#lua.destroy, [], args)
   }
 
@@ -82,6 +84,8 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
       except ?? '',
       userId,
       await this.clock.convert(options.deadline),
+      options.reason ?? '',
+      options.by ?? '',
     ]
     const destroyed = await this.run(this.#lua.destroyUser, [], args)
     return Array.isArray(destroyed) ? destroyed.map(String) : []
