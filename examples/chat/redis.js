@@ -80,10 +80,8 @@ export function ioredisFor(url, extra = {}) {
     // A primary cut off by a silent partition keeps this connection open, and
     // ioredis asks the sentinels again only when it closes: listen to every
     // sentinel's +switch-master and move at once (docs/deploy.md, the Sentinel
-    // fleet test). A node demoted under us answers READONLY: that write fails (a
-    // 503, nothing written) and the client reconnects, asking the sentinels.
+    // fleet test). A demotion closes it anyway (the sentinels CLIENT KILL on it).
     failoverDetector: true,
-    reconnectOnError: (error) => error.message.startsWith('READONLY'),
     // Moving must not wait on the dead side: closing a connection nobody answers
     // waits disconnectTimeout (2 s by default) for its FIN, and ioredis asks the
     // sentinel that answered last first, the one cut off with the old primary,
