@@ -3,6 +3,7 @@ import { Redis } from 'ioredis'
 import { SessionStore } from 'sessionmesh'
 import { redisBackend } from 'sessionmesh/redis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openRedis } from '../../packages/sessionmesh/src/cli/sessions-connect.js'
 import { waitFor } from '../support/redis-server.js'
 import { command, SentinelGroup } from '../support/redis-topologies.js'
 
@@ -97,8 +98,20 @@ describe('clients on a primary the sentinels demote', () => {
         () => Object.values(loops).every((l) => l.written.acked.length > 10),
         'every client to write',
       )
+      // `sessionmesh sessions` (revoke, …) on the same group: it works now…
+      const cli = await openRedis(group.url, 'dm-cli:', 2_000)
+      await cli.backend.destroy('before')
       const failoverAt = Date.now()
       await command('redis-cli', group.sentinelPorts[0] ?? 0, 'SENTINEL', 'FAILOVER', group.name)
+      await waitFor(async () => (await group.currentPrimary()) !== oldPrimary, 'the promotion')
+      await new Promise((done) => setTimeout(done, 500))
+      // …and once the sentinels switched, it refuses rather than writing to the old
+      // primary, which would acknowledge it and drop it at its demotion.
+      const cliAfterSwitch = await cli.backend.destroy('after').then(
+        () => 'written',
+        (error: Error) => `refused: ${error.message}`,
+      )
+      await cli.close()
       await waitFor(
         async () =>
           (await group.currentPrimary()) !== oldPrimary &&
@@ -138,7 +151,7 @@ describe('clients on a primary the sentinels demote', () => {
         return `${name}: ${l.written.acked.length} acknowledged, ${lost[name]?.length} lost (acknowledged ${range(lost[name] ?? [])} ms after the failover), on the new primary ${moved === undefined ? 'never' : `${moved - failoverAt} ms after`}, failed ${JSON.stringify(summary(l.written))}`
       })
       console.info(
-        `SENTINEL FAILOVER: old primary demoted ${demotedAt - failoverAt} ms after\n  ${report.join('\n  ')}`,
+        `SENTINEL FAILOVER: old primary demoted ${demotedAt - failoverAt} ms after\n  ${report.join('\n  ')}\n  sessionmesh sessions after the switch: ${cliAfterSwitch}`,
       )
 
       const firstOnNew = (name: keyof typeof loops) =>
@@ -162,6 +175,9 @@ describe('clients on a primary the sentinels demote', () => {
         ).toEqual([])
       }
       expect(clients.undetected.stream?.remotePort).toBe(newPrimary)
+      expect(await onNewExists(newPrimary, 'dm-cli:t:before')).toBe(1)
+      expect(cliAfterSwitch).toMatch(/^refused/)
+      expect((await command('redis-cli', oldPrimary, 'EXISTS', 'dm-cli:t:after')).trim()).toBe('0')
       // The pinned client: nothing acknowledged once the old primary was demoted;
       // its writes refused as an outage (READONLY), and none of those is anywhere.
       expect(loops.pinned.written.acked.filter(([, at]) => at > demotedAt)).toEqual([])
@@ -178,6 +194,15 @@ describe('clients on a primary the sentinels demote', () => {
     }
   }, 40_000)
 })
+
+async function onNewExists(port: number, key: string): Promise<number> {
+  const client = new Redis(port, '127.0.0.1')
+  try {
+    return await client.exists(key)
+  } finally {
+    client.disconnect()
+  }
+}
 
 function range(values: number[]): string {
   return values.length ? `${Math.min(...values)}-${Math.max(...values)}` : 'none'
