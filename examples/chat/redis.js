@@ -80,7 +80,8 @@ export function ioredisFor(url, extra = {}) {
     // A primary cut off by a silent partition keeps this connection open, and
     // ioredis asks the sentinels again only when it closes: listen to every
     // sentinel's +switch-master and move at once (docs/deploy.md, the Sentinel
-    // fleet test). A demotion closes it anyway (the sentinels CLIENT KILL on it).
+    // fleet test). A demotion closes it anyway: the sentinel that demotes a node
+    // kills its client connections.
     failoverDetector: true,
     // Moving must not wait on the dead side: closing a connection nobody answers
     // waits disconnectTimeout (2 s by default) for its FIN, and ioredis asks the
