@@ -77,6 +77,19 @@ export function ioredisFor(url, extra = {}) {
     name: target.name,
     sentinelRetryStrategy: retryStrategy,
     retryStrategy,
+    // A primary cut off by a silent partition keeps this connection open, and
+    // ioredis asks the sentinels again only when it closes: listen to every
+    // sentinel's +switch-master and move at once (docs/deploy.md, the Sentinel
+    // fleet test). A demotion closes it anyway: the sentinel that demotes a node
+    // kills its client connections.
+    failoverDetector: true,
+    // Moving must not wait on the dead side: closing a connection nobody answers
+    // waits disconnectTimeout (2 s by default) for its FIN, and ioredis asks the
+    // sentinel that answered last first, the one cut off with the old primary,
+    // whose connection attempt lasts connectTimeout (10 s by default).
+    disconnectTimeout: 200,
+    connectTimeout: 1_000,
+    sentinelCommandTimeout: 1_000,
     ...auth,
     ...(target.tls ? { enableTLSForSentinelMode: true } : {}),
     ...extra,

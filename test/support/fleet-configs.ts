@@ -84,6 +84,10 @@ export function redisConf(conf: RedisConf): string {
     // Every member of a Sentinel group may become a replica (the first primary too,
     // after a failover): each can authenticate to whichever is primary.
     lines.push(`masterauth ${conf.password}`)
+    // A primary without a replica that acknowledged the stream within 2 s refuses
+    // writes (NOREPLICAS, a 503): cut off from its replicas, it stops acknowledging
+    // writes that its demotion would drop.
+    lines.push('min-replicas-to-write 1', 'min-replicas-max-lag 2')
     if (conf.replicaOf) lines.push(`replicaof ${conf.replicaOf.replace(':', ' ')}`)
   }
   return `${lines.join('\n')}\n`

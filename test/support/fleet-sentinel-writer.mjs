@@ -1,32 +1,21 @@
 // Session writes through a Sentinel group, for the primary-partition test: runs
-// inside an app host's namespace with ioredis following the primary Sentinel
-// names (`new Redis({ sentinels, name })`) under the sessionmesh store.
-//   MODE=write: writes new sessions, 4 at a time, for DURATION_MS; prints
-//     { acked: [[sid, ackedAtMs, serverAddress]], failed: [[atMs, code]] }.
+// inside an app host's namespace with the demo's own Redis client for REDIS_URL
+// (`redis+sentinel://:PASSWORD@S1:26379,…/NAME`, examples/chat/redis.js: ioredis
+// following the sentinels) under the sessionmesh store, as the demo runs it.
+//   MODE=write: writes new sessions, 4 at a time, for DURATION_MS from its first
+//     acknowledged write (then it creates READY_FILE, if given); prints
+//     { acked: [[sid, ackedAtMs, serverAddress]], failed: [[atMs, code: cause]] }.
 //   MODE=read: reads the sessions listed (one sid a line) in SIDS_FILE; prints
 //     { missing: [sid] }.
-// SENTINELS is `host:port,host:port`; NAME the group; PASSWORD Redis's.
 
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { Redis } from 'ioredis'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { SessionStore } from 'sessionmesh'
 import { redisBackend } from 'sessionmesh/redis'
+import { connectSessionClient } from '../../examples/chat/redis.js'
 
-const sentinels = process.env.SENTINELS.split(',').map((entry) => {
-  const [host, port] = entry.split(':')
-  return { host, port: Number(port) }
-})
-const client = new Redis({
-  sentinels,
-  name: process.env.NAME,
-  password: process.env.PASSWORD,
-  // A command sent to a primary that went silent fails instead of waiting forever.
-  commandTimeout: 1_000,
-  retryStrategy: (times) => Math.min(50 * 2 ** times, 500),
-  sentinelRetryStrategy: (times) => Math.min(50 * 2 ** times, 500),
-})
-client.on('error', () => {})
+const redis = await connectSessionClient(process.env.REDIS_URL, { onError: () => {} })
+const client = redis.client
 const store = new SessionStore({ backend: redisBackend({ client }), timeout: 1_500 })
 
 if (process.env.MODE === 'read') {
@@ -36,9 +25,20 @@ if (process.env.MODE === 'read') {
   process.stdout.write(`${JSON.stringify({ missing })}\n`)
 } else {
   const duration = Number(process.env.DURATION_MS ?? 10_000)
-  const started = Date.now()
   const acked = []
   const failed = []
+  // The clock starts at the first acknowledged write (or at once, if none comes
+  // within a second: a node that refuses every write is a case of its own).
+  const first = { cookie: { originalMaxAge: 600_000, path: '/' }, n: 0 }
+  const firstSid = randomBytes(12).toString('base64url')
+  try {
+    await store.set(firstSid, first)
+    acked.push([firstSid, Date.now(), client.stream?.remoteAddress ?? null])
+  } catch (error) {
+    failed.push([Date.now(), reason(error)])
+  }
+  if (process.env.READY_FILE) writeFileSync(process.env.READY_FILE, '')
+  const started = Date.now()
   await Promise.all(
     Array.from({ length: 4 }, async () => {
       while (Date.now() - started < duration) {
@@ -48,7 +48,7 @@ if (process.env.MODE === 'read') {
           // Which server the connection that carried it goes to.
           acked.push([sid, Date.now(), client.stream?.remoteAddress ?? null])
         } catch (error) {
-          failed.push([Date.now(), error.code ?? error.message])
+          failed.push([Date.now(), reason(error)])
           await new Promise((done) => setTimeout(done, 50))
         }
       }
@@ -57,4 +57,10 @@ if (process.env.MODE === 'read') {
   process.stdout.write(`${JSON.stringify({ acked, failed })}\n`)
 }
 await store.close()
-client.disconnect()
+redis.close()
+
+/** The error's code, and what Redis or the client said (NOREPLICAS, READONLY, a timeout). */
+function reason(error) {
+  const cause = error.cause instanceof Error ? `: ${error.cause.message.slice(0, 60)}` : ''
+  return `${error.code ?? error.message}${cause}`
+}

@@ -50,7 +50,7 @@ export const SENTINEL_NAME = 'fleet'
 export interface FleetOptions {
   /** @default 3 */
   apps?: number
-  /** Redis hosts; one until the Sentinel/Cluster URL forms land. @default 1 */
+  /** Redis hosts. @default 1 */
   redisHosts?: number
   /**
    * A Sentinel group: redis1 the first primary, the other hosts its replicas, and a
@@ -66,7 +66,8 @@ export interface FleetOptions {
   storeTimeoutMs?: number
   /**
    * The REDIS_URL the app hosts get, from the Redis hosts' addresses; the default is
-   * the first host. A Sentinel group or a cluster gives the list here.
+   * the first host, or with {@link FleetOptions.sentinel} the Sentinel group
+   * (`redis+sentinel://:PASSWORD@S1:26379,S2:26379,S3:26379/fleet`).
    */
   redisUrl?: (redis: Array<{ address: string; port: number }>, tls: boolean) => string
 }
@@ -209,6 +210,11 @@ export class Fleet {
       port: tls ? REDIS_TLS_PORT : REDIS_PORT,
     }))
     if (this.#options.redisUrl) return this.#options.redisUrl(redis, tls)
+    if (this.#options.sentinel) {
+      // The demo's form for a Sentinel group: the sentinels, then the group's name.
+      const sentinels = this.sentinels().map(({ host, port }) => `${host}:${port}`)
+      return `${tls ? 'rediss' : 'redis'}+sentinel://:${this.redisPassword}@${sentinels.join(',')}/${SENTINEL_NAME}`
+    }
     const first = redis[0]
     if (!first) throw new Error('no Redis host')
     return `${tls ? 'rediss' : 'redis'}://:${this.redisPassword}@${first.address}:${first.port}`

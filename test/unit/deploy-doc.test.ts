@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { appEnvironment, nginxCommand, redisConf } from '../support/fleet-configs.js'
+import { appEnvironment, nginxCommand, redisConf, sentinelConf } from '../support/fleet-configs.js'
 
 // docs/deploy.md promises that its configs are the ones the fleet tests run. The
 // fleet builds them with test/support/fleet-configs.ts; here the same functions,
@@ -57,6 +57,29 @@ describe('docs/deploy.md shows the configs the fleet runs', () => {
           key: '/etc/redis/tls/redis.key',
           ca: '/etc/redis/tls/ca.pem',
         },
+      }),
+    )
+  })
+
+  it('the redis.conf of a Sentinel group member', () => {
+    expect(block('sentinel-redis-conf')).toBe(
+      redisConf({
+        bind: '10.77.2.22',
+        dir: '/var/lib/redis',
+        password: REDIS_PASSWORD,
+        replicaOf: '10.77.2.21:6379',
+      }),
+    )
+  })
+
+  it('the sentinel.conf of a Redis host', () => {
+    expect(block('sentinel-conf')).toBe(
+      sentinelConf({
+        bind: '10.77.2.22',
+        dir: '/var/lib/redis-sentinel',
+        name: 'fleet',
+        primary: '10.77.2.21:6379',
+        password: REDIS_PASSWORD,
       }),
     )
   })

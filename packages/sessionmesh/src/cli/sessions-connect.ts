@@ -79,6 +79,8 @@ export async function openRedis(
             sentinelRetryStrategy: noRetry,
             retryStrategy: noRetry,
             connectTimeout: timeout,
+            // Told of a promotion, close: never write to a primary the sentinels replaced.
+            failoverDetector: true,
             ...auth,
             ...(target.tls ? { enableTLSForSentinelMode: true } : {}),
           })
