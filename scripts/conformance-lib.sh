@@ -25,16 +25,18 @@ need_installed() {
 }
 
 # mocha_counts <label> <mocha spec output>: "label: N passing, M failing", then
-# each failure's title. A failed hook counts as one failure (mocha's count) and
-# skips the tests under it.
+# each failure's title and the first line of its error. A failed hook counts as
+# one failure (mocha's count) and skips the tests under it.
 mocha_counts() {
   printf '%s: %s passing, %s failing\n' "$1" \
     "$(grep -oE '[0-9]+ passing' <<<"$2" | grep -oE '[0-9]+' || echo 0)" \
     "$(grep -oE '[0-9]+ failing' <<<"$2" | grep -oE '[0-9]+' || echo 0)"
-  # A failure's title block: "  1) suite" then indented lines up to the one ending in ':'.
+  # A failure's title block: "  1) suite" then indented lines up to the one
+  # ending in ':'; its error is the next non-empty line.
   awk '/^ +[0-9]+ failing/ { summary = 1; next }
        !summary { next }
        /^ +[0-9]+\) / { on = 1; t = $0; sub(/^ +/, "", t); next }
-       on && /:$/ { l = $0; sub(/^ +/, "", l); print "    failed: " t " › " l; on = 0; next }
-       on { l = $0; sub(/^ +/, "", l); t = t " › " l }' <<<"$2" | sed 's/:$//'
+       on && /:$/ { l = $0; sub(/^ +/, "", l); sub(/:$/, "", l); print "    failed: " t " › " l; on = 0; err = 1; next }
+       on { l = $0; sub(/^ +/, "", l); t = t " › " l; next }
+       err && NF { l = $0; sub(/^ +/, "", l); print "      " substr(l, 1, 160); err = 0 }' <<<"$2"
 }
