@@ -1,39 +1,41 @@
 #!/usr/bin/env bash
-# Runs express-session's and connect-redis's own test files, unchanged, against
-# this package, and prints pass/fail counts. It fetches nothing and never writes
-# into the checkouts: each is copied to a temp dir, where only the entry point the
-# tests import (express-session's index.js, connect-redis's index.ts) is replaced
-# by a small adapter onto sessionmesh. Build first (`npm run build`).
+# Runs the peers' own test files, unchanged, against this package, and prints
+# pass/fail counts. It fetches nothing and never writes into the checkouts: each
+# is copied to a temp dir, where only the entry point the tests import is
+# replaced by a small adapter onto sessionmesh. Build first (`npm run build`).
 #
+#   scripts/conformance.sh express-session=DIR connect-redis=DIR fastify-session=DIR \
+#     connect-pg-simple=DIR express-mysql-session=DIR       (any of them)
 #   scripts/conformance.sh <expressjs/session checkout> [<tj/connect-redis checkout>]
 #
-# The express-session checkout needs its own devDependencies installed
-# (`npm install` in it: mocha, supertest, express 4, cookie-parser). connect-redis's
-# test runs on this repository's vitest, redis, ioredis and express-session, and
-# starts its own redis-server on a free loopback port. See docs/middleware.md,
+# Give each peer's checkout (expressjs/session, tj/connect-redis, fastify/session,
+# voxpelli/node-connect-pg-simple, chill117/express-mysql-session). Each but
+# connect-redis needs its own devDependencies installed (`npm install` there);
+# connect-redis's test runs on this repository's vitest, redis, ioredis and
+# express-session, and starts its own redis-server on a free loopback port. The
+# last three run in scripts/conformance-<peer>.sh (also runnable alone), against
+# the memory, PostgreSQL and MySQL backends. See docs/middleware.md,
 # "Conformance", for the expected counts and why each failure is there.
 set -euo pipefail
+here=$(dirname "$0")
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-express_session=${1:?usage: $0 <expressjs/session checkout> [<tj/connect-redis checkout>]}
-connect_redis=${2:-}
-work=${TMPDIR:-/tmp}/sessionmesh-conformance-$$
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work"
+express_session='' connect_redis='' others=()
+for arg in "$@"; do
+  case $arg in
+    express-session=*) express_session=${arg#*=} ;;
+    connect-redis=*) connect_redis=${arg#*=} ;;
+    fastify-session=* | connect-pg-simple=* | express-mysql-session=*) others+=("$arg") ;;
+    *=*) echo "unknown peer: ${arg%%=*}" >&2; exit 2 ;;
+    *) if [ -z "$express_session" ]; then express_session=$arg; else connect_redis=$arg; fi ;;
+  esac
+done
+[ -n "$express_session$connect_redis${others[*]:-}" ] || { sed -n '7,9p' "$0" >&2; exit 2; }
 
-[ -f "$repo/packages/sessionmesh/dist/index.js" ] || { echo "run npm run build first" >&2; exit 2; }
-[ -d "$express_session/node_modules/mocha" ] || {
-  echo "$express_session: install its devDependencies first (npm install there)" >&2
-  exit 2
-}
-
-copy() { # a checkout without its node_modules, which is linked instead
-  mkdir -p "$2"
-  (cd "$1" && tar --exclude=./node_modules --exclude=./.git -cf - .) | tar -xf - -C "$2"
-  ln -s "$3" "$2/node_modules"
-}
+source "$here/conformance-lib.sh"
 
 # --- express-session's test/session.js ---------------------------------------
+if [ -n "$express_session" ]; then
+need_installed "$express_session" mocha
 es=$work/express-session
 copy "$express_session" "$es" "$(cd "$express_session" && pwd)/node_modules"
 mv "$es/index.js" "$es/express-session.js"
@@ -76,9 +78,10 @@ run_es() { # label, adapter, [STORE_OPTIONS]
 run_es 'express-session test/session.js vs sessionmesh/express' middleware
 run_es 'express-session test/session.js vs SessionStore under express-session' store
 run_es '... the same with touchAfter: 0' store '{"touchAfter":0}'
+fi
 
 # --- connect-redis's index_test.ts ---------------------------------------------
-[ -n "$connect_redis" ] || exit 0
+if [ -n "$connect_redis" ]; then
 cr=$work/connect-redis
 copy "$connect_redis" "$cr" "$repo/node_modules"
 # sessionmesh keeps a session at <prefix>s:<id>: prefix 'ses' gives connect-redis's
@@ -136,4 +139,10 @@ for client in node-redis ioredis; do
   summary=$(sed 's/\x1b\[[0-9;]*m//g' <<<"$out" | grep -E '^ +Tests ' || echo 'no summary')
   echo "connect-redis index_test.ts vs SessionStore on $client: ${summary#*Tests }"
   sed 's/\x1b\[[0-9;]*m//g' <<<"$out" | grep -E '^ FAIL |AssertionError' | sed 's/^/    /' || true
+done
+fi
+
+# --- the others, each in its own script --------------------------------------
+for arg in "${others[@]}"; do
+  "$here/conformance-${arg%%=*}.sh" "${arg#*=}"
 done

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { SessionStore } from 'sessionmesh'
 import { describe, expect, it } from 'vitest'
 
@@ -58,5 +59,39 @@ describe('SessionStore: sessions without a cookie object', () => {
     )
     expect(loaded?.user).toBe('ann')
     expect(loaded?.cookie).toMatchObject({ originalMaxAge: null, expires: null })
+  })
+})
+
+describe('SessionStore: callbacks', () => {
+  // In a process of its own: an uncaught exception here would be the test runner's.
+  function thrownFrom(call: string): string {
+    const script = `
+      import { SessionStore } from 'sessionmesh'
+      process.on('uncaughtException', (e) => { console.log('uncaught ' + e.message); process.exit(0) })
+      process.on('unhandledRejection', (e) => { console.log('unhandled ' + e.message); process.exit(0) })
+      const store = new SessionStore()
+      ${call}
+    `
+    return execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    }).trim()
+  }
+
+  it('an error thrown by a callback is an uncaught exception, not a rejection of a promise nobody holds (a failed assertion in a store callback showed as a test timeout under mocha)', () => {
+    expect(thrownFrom(`store.length(() => { throw new Error('in length') })`)).toBe(
+      'uncaught in length',
+    )
+    expect(
+      thrownFrom(`store.set('a', { n: 1 }, () => store.get('a', (error, session) => {
+        throw new Error('in get ' + session.n)
+      }))`),
+    ).toBe('uncaught in get 1')
+    // The error path too: a session over maxBytes is refused.
+    expect(
+      thrownFrom(`store.set('a', { big: 'x'.repeat(70_000) }, (error) => {
+        throw new Error('in set ' + error.code)
+      })`),
+    ).toBe('uncaught in set SESSIONMESH_SESSION_TOO_LARGE')
   })
 })

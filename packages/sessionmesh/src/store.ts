@@ -444,11 +444,27 @@ function checkUserId(userId: unknown): void {
 function settle<T>(work: Promise<T>, callback: Callback<T> | undefined): Promise<T> {
   if (callback) {
     work.then(
-      (value) => callback(null, value),
-      (error: unknown) => callback(error),
+      (value) => outsidePromise(() => callback(null, value)),
+      (error: unknown) => outsidePromise(() => callback(error)),
     )
   }
   return work
+}
+
+/**
+ * Runs a callback so that what it throws is an uncaught exception, as from any
+ * callback API (express-session's MemoryStore), not the rejection of a promise
+ * nobody holds: a test's failed assertion in a store callback would otherwise
+ * show as a timeout, and an app's `unhandledRejection` logger would swallow it.
+ */
+function outsidePromise(call: () => void): void {
+  try {
+    call()
+  } catch (error) {
+    process.nextTick(() => {
+      throw error
+    })
+  }
 }
 
 interface ExpressSessionModule {
