@@ -30,6 +30,7 @@ export {
   type SessionLifecycleEvent,
   sessionChannel,
 } from './core/events.js'
+export type { EncryptionKey, EncryptionOptions } from './core/encryption.js'
 export type { NearCacheOptions, NearCacheStats } from './core/near-cache.js'
 export { channels } from './core/telemetry.js'
 export type { MetricsOptions } from './metrics.js'

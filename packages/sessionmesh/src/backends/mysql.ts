@@ -179,10 +179,19 @@ class MysqlBackend implements SqlBackend {
           `UPDATE ${this.#t} SET
             fields = ${write.replace ? '?' : merged},
             user_id = ?,
+            user_agent = COALESCE(?, user_agent),
+            ip = COALESCE(?, ip),
             last_seen_at = LAST_INSERT_ID(${now}),
             expires_at = ${capped('created_at')}
           WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now} AND ${onTime}`,
-          [...(write.replace ? [JSON.stringify(fresh)] : [setJson, ...paths]), userId, sid],
+          [
+            ...(write.replace ? [JSON.stringify(fresh)] : [setJson, ...paths]),
+            userId,
+            // An update writes the device fields it carries (sealed again after a key rotation).
+            write.device.userAgent ?? null,
+            write.device.ip ?? null,
+            sid,
+          ],
         ),
       )
       if (Number((result as OkPacket).insertId) === write.now) return 'ok'

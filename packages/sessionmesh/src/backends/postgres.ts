@@ -184,12 +184,11 @@ class PostgresBackend implements SqlBackend {
       Math.floor(write.expiresAt),
       write.maxLifetime,
       write.userId ?? null,
+      write.device.userAgent ?? null,
+      write.device.ip ?? null,
+      write.deadline ?? null,
     ]
-    const values =
-      write.mode === 'create'
-        ? [...common, write.device.userAgent ?? null, write.device.ip ?? null]
-        : common
-    values.push(write.deadline ?? null)
+    const values: unknown[] = common
     if (this.#channel !== undefined) values.push(this.#channel, eventJson('changed', sid))
     const sql = write.mode === 'create' ? this.#sql.create : this.#sql.update
     const { rows } = await this.#pool.query(sql, values)
@@ -384,8 +383,9 @@ function statements(t: string, notify: boolean) {
   const capped = (created: string) =>
     `CASE WHEN $7::bigint > 0 THEN LEAST($6::bigint, ${created} + $7::bigint) ELSE $6::bigint END`
   // Parameters of a write: 1 id, 2 set (jsonb), 3 unset, 4 replace, 5 now,
-  // 6 expiresAt, 7 maxLifetime, 8 userId [, 9 user agent, 10 ip], deadline
-  // [, channel, payload].
+  // 6 expiresAt, 7 maxLifetime, 8 userId, 9 user agent, 10 ip, 11 deadline
+  // [, 12 channel, 13 payload]. An update writes the device fields it is given
+  // (the encryption layer seals them again after a key rotation) and keeps the others.
   const expired = 's.expires_at <= $5::bigint'
   return {
     get: `SELECT fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${t}
@@ -414,10 +414,12 @@ function statements(t: string, notify: boolean) {
         fields = CASE WHEN $4::boolean THEN $2::jsonb ELSE s.fields || $2::jsonb END - $3::text[],
         last_seen_at = $5::bigint,
         expires_at = ${capped('s.created_at')},
-        user_id = $8
-      WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint AND ${onTime(9)}
+        user_id = $8,
+        user_agent = COALESCE($9::text, s.user_agent),
+        ip = COALESCE($10::text, s.ip)
+      WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint AND ${onTime(11)}
       RETURNING s.id
-    ) ${announce('w', 10)}`,
+    ) ${announce('w', 12)}`,
     // Parameters: 1 id, 2 now, 3 expiresAt, 4 maxLifetime.
     touch: `UPDATE ${t} SET last_seen_at = $2::bigint,
         expires_at = CASE WHEN $4::bigint > 0 THEN LEAST($3::bigint, created_at + $4::bigint) ELSE $3::bigint END

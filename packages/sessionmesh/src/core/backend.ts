@@ -51,7 +51,11 @@ export interface SessionWrite {
   maxLifetime: number
   /** The user the session belongs to after this write (moves it between user indexes). */
   userId: string | undefined
-  /** Recorded only when the write creates the session. */
+  /**
+   * Recorded when the write creates the session. An `update` writes the fields it
+   * carries and keeps the others (the encryption layer seals them again after a
+   * key rotation); a `create` of a session that exists keeps its device.
+   */
   device: { userAgent?: string; ip?: string }
   /** See {@link CallOptions.deadline}. */
   deadline?: number

@@ -10,6 +10,14 @@ import {
 } from './backend.js'
 import { decodeSession, encodedSize, encodeSession, type SessionData } from './codec.js'
 import {
+  encryptedBackend,
+  isOpened,
+  type Reseal,
+  resealInto,
+  resolveUser,
+} from './encrypted-backend.js'
+import { type EncryptionOptions, SessionCipher } from './encryption.js'
+import {
   InvalidOptionError,
   redactSid,
   SessionTooLargeError,
@@ -42,6 +50,8 @@ export interface Snapshot {
   versions: readonly string[]
   /** The near cache's change counter when the load began. */
   loadSeq: number
+  /** With encryption: what was sealed with an older key, for the next write to seal again. */
+  reseal?: Reseal
 }
 
 /** A session as loaded: the data the application gets, and what it was loaded from. */
@@ -66,6 +76,7 @@ export interface EngineOptions {
   onSessionLimit?: SessionLimitPolicy | undefined
   /** Built from the public `metrics` option; absent, nothing is recorded. */
   recorder?: Recorder | undefined
+  encryption?: EncryptionOptions | undefined
 }
 
 /** Where a new session comes from, recorded when the write creates it. */
@@ -82,6 +93,7 @@ export interface Device {
  * front ends over it, so both keep the same promises.
  */
 export class SessionEngine {
+  /** The backend as the engine uses it: with `encryption`, wrapped so that it stores only sealed values. */
   readonly backend: Backend
   readonly failOpen: boolean
   readonly near: NearCache | undefined
@@ -97,9 +109,13 @@ export class SessionEngine {
   readonly #maxLifetime: number
   readonly #maxBytes: number
   readonly #timeout: number
+  readonly #cipher: SessionCipher | undefined
 
   constructor(options: EngineOptions) {
-    this.backend = options.backend
+    this.#cipher = options.encryption ? new SessionCipher(options.encryption) : undefined
+    this.backend = this.#cipher
+      ? encryptedBackend(options.backend, this.#cipher)
+      : options.backend
     this.near = options.nearCache
     this.#userId = options.userId ?? passportUser
     this.#touchAfter = nonNegative('touchAfter', options.touchAfter, 60_000)
@@ -182,7 +198,12 @@ export class SessionEngine {
       versions: storedVersion === undefined ? [] : [storedVersion],
       loadSeq,
     }
+    if (isOpened(stored)) snapshot.reseal = stored.reseal
     const loaded = this.#decode(sid, snapshot)
+    const cipher = this.#cipher
+    if (cipher && loaded) {
+      snapshot.meta = resolveUser(cipher, snapshot.meta, this.userIdOf(loaded.data))
+    }
     if (loaded && near) near.fill(sid, snapshot, now)
     return loaded
   }
@@ -251,7 +272,9 @@ export class SessionEngine {
         return touched === 'gone' ? null : snapshot
       }
       set[VERSION_KEY] = JSON.stringify(version)
-      Object.assign(write, { mode: 'update', set, unset, replace: false, device: {} })
+      // Rotation: what an older key sealed is sealed again with the current one.
+      const again = snapshot.reseal ? resealInto(snapshot.reseal, fields, set, snapshot.meta) : {}
+      Object.assign(write, { mode: 'update', set, unset, replace: false, device: again })
     }
 
     const near = this.near

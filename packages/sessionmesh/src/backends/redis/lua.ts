@@ -112,8 +112,6 @@ local function apply(key, w)
   if not w.created then
     args[#args + 1] = 'c'
     args[#args + 1] = w.now
-    if ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
-    if ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
   elseif ARGV[4] == '1' then
     local stale = {}
     for _, name in ipairs(redis.call('HKEYS', key)) do
@@ -121,6 +119,10 @@ local function apply(key, w)
     end
     chunked('HDEL', key, stale, 1, #stale)
   end
+  -- The device: recorded when the session is created; an update writes the fields
+  -- it carries (sealed again after a key rotation).
+  if (not w.created or ARGV[3] == 'update') and ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
+  if (not w.created or ARGV[3] == 'update') and ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
   local uid = ARGV[8]
   if uid ~= '' and w.old ~= uid then args[#args + 1] = 'u'; args[#args + 1] = uid end
   if uid == '' and w.old then redis.call('HDEL', key, 'u') end
