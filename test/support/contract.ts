@@ -6,6 +6,7 @@ import {
   type SessionWrite,
 } from 'sessionmesh'
 import { afterAll, beforeAll, describe, expect, type TestFunction, it as vitestIt } from 'vitest'
+import { encryptionContract } from './encryption-contract.js'
 
 /** What a backend's test file hands the contract suite. */
 export interface ContractSubject {
@@ -15,6 +16,12 @@ export interface ContractSubject {
    * metadata). Absent for backends whose records only they can write (memory).
    */
   corrupt?(sid: string): Promise<void>
+  /**
+   * Everything the backend's server holds, as its own dump tool prints it
+   * (`redis-cli`, `pg_dump`, `mariadb-dump`): the encryption checks look for
+   * plaintext in it. Absent where there is no server to dump (memory).
+   */
+  dump?(): Promise<string>
   /** Drops whatever the subject created (schema, server, client). */
   cleanup(): Promise<void>
 }
@@ -294,6 +301,19 @@ export function backendContract(
         .toBe(false)
       expect(await backend.ids()).toContain(live)
     })
+
+    it('an update writes the device fields it carries; a create of a live session keeps its own', async () => {
+      const id = sid()
+      await backend.write(id, createWrite())
+      await backend.write(id, createWrite({ device: { userAgent: 'Other/2.0', ip: '10.0.0.9' } }))
+      expect((await backend.get(id))?.meta).toMatchObject({ userAgent: 'Contract/1.0', ip: '127.0.0.1' })
+      await backend.write(id, updateWrite({ a: '1' }, [], { device: { userAgent: 'Resealed/1.0' } }))
+      expect((await backend.get(id))?.meta).toMatchObject({ userAgent: 'Resealed/1.0', ip: '127.0.0.1' })
+      await backend.write(id, updateWrite({ a: '2' }))
+      expect((await backend.get(id))?.meta).toMatchObject({ userAgent: 'Resealed/1.0', ip: '127.0.0.1' })
+    })
+
+    encryptionContract(it, () => subject)
 
     it('counts live sessions and clears them all', async () => {
       await backend.write(sid(), createWrite())
