@@ -28,7 +28,8 @@ const mark = () => randomBytes(5).toString('hex')
 async function storedKeyIds(prefix: string, sid: string): Promise<Set<string>> {
   const hash = await client.hGetAll(`${prefix}s:${sid}`)
   const ids = Object.entries(hash)
-    .filter(([name]) => name.startsWith('.') || name === 'a')
+    // Session values and the device; not the write version (a random tag, kept in clear).
+    .filter(([name]) => (name.startsWith('.') && name !== '.__smv') || name === 'a')
     .map(([, value]) => /^e1\.([^.]+)\./.exec(value)?.[1] ?? 'clear')
   return new Set(ids)
 }

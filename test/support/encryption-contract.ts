@@ -41,7 +41,10 @@ async function keyIds(backend: Backend, id: string) {
   if (!stored) throw new Error(`session ${id} is not stored`)
   const idOf = (value: string | undefined) => /^e1\.([^.]+)\./.exec(value ?? '')?.[1]
   return {
-    fields: Object.values(stored.fields).map(idOf),
+    // Every value but the write version (a random tag, stored in clear).
+    fields: Object.entries(stored.fields)
+      .filter(([name]) => name !== '__smv')
+      .map(([, value]) => idOf(value)),
     device: idOf(stored.meta.userAgent),
     userId: stored.meta.userId,
   }

@@ -7,7 +7,7 @@ import type {
   StoredSession,
   WriteResult,
 } from './backend.js'
-import { deviceContext, fieldContext, type SessionCipher } from './encryption.js'
+import { deviceContext, fieldContext, keyIdOf, type SessionCipher } from './encryption.js'
 import { redactSid } from './errors.js'
 import { debug } from './telemetry.js'
 
@@ -38,16 +38,26 @@ const DEVICE_BUDGET = 600
  * user index (a keyed hash of the user id instead of the id). Backends see opaque
  * strings and need no change; delta writes stay deltas, since each key is sealed
  * on its own. A record no configured key opens is a {@link MalformedRecordError}.
+ *
+ * `clearKey` (the engine's write version, a random tag new on every write) is
+ * stored as it is: it says nothing about the session, and is read on every load.
+ * `get` leaves the device fields out of the meta (loading a session never needs
+ * them) unless an older key sealed them: then they are opened, for the next write
+ * to seal again. `listUser` opens them.
  */
-export function encryptedBackend(inner: Backend, cipher: SessionCipher): Backend {
+export function encryptedBackend(
+  inner: Backend,
+  cipher: SessionCipher,
+  clearKey: string,
+): Backend {
   const wrapped: Backend = {
     kind: inner.kind,
     async get(sid) {
       const stored = await inner.get(sid)
-      return stored && open(cipher, sid, stored)
+      return stored && open(cipher, sid, stored, clearKey)
     },
     write(sid, write) {
-      return inner.write(sid, sealWrite(cipher, sid, write))
+      return inner.write(sid, sealWrite(cipher, sid, write, clearKey))
     },
     touch: (sid, touch) => inner.touch(sid, touch),
     destroy: (sid, options) => inner.destroy(sid, options),
@@ -81,11 +91,17 @@ export function encryptedBackend(inner: Backend, cipher: SessionCipher): Backend
   return wrapped
 }
 
-function open(cipher: SessionCipher, sid: string, stored: StoredSession): OpenedSession {
+function open(
+  cipher: SessionCipher,
+  sid: string,
+  stored: StoredSession,
+  clearKey: string,
+): OpenedSession {
   const fields: Record<string, string> = {}
   const stale: string[] = []
   for (const [key, value] of Object.entries(stored.fields)) {
-    const opened = cipher.open(fieldContext(sid, key), value)
+    const opened =
+      key === clearKey ? { plaintext: value, stale: false } : cipher.open(fieldContext(sid, key), value)
     // defineProperty: a key named `__proto__` stays data (the codec refuses to write one).
     Object.defineProperty(fields, key, {
       value: opened.plaintext,
@@ -94,6 +110,11 @@ function open(cipher: SessionCipher, sid: string, stored: StoredSession): Opened
       configurable: true,
     })
     if (opened.stale) stale.push(key)
+  }
+  const sealed = stored.meta.userAgent
+  if (sealed === undefined || keyIdOf(sealed) === cipher.currentKeyId) {
+    const { userAgent: _a, ip: _i, ...meta } = stored.meta
+    return { fields, meta, reseal: { fields: stale, device: false } }
   }
   const device = openDevice(cipher, sid, stored.meta)
   return { fields, meta: device.meta, reseal: { fields: stale, device: device.stale } }
@@ -120,10 +141,15 @@ function openDevice(
   }
 }
 
-function sealWrite(cipher: SessionCipher, sid: string, write: SessionWrite): SessionWrite {
+function sealWrite(
+  cipher: SessionCipher,
+  sid: string,
+  write: SessionWrite,
+  clearKey: string,
+): SessionWrite {
   const set: Record<string, string> = {}
   for (const [key, value] of Object.entries(write.set)) {
-    set[key] = cipher.seal(fieldContext(sid, key), value)
+    set[key] = key === clearKey ? value : cipher.seal(fieldContext(sid, key), value)
   }
   const sealed: SessionWrite = {
     ...write,

@@ -92,7 +92,7 @@ export class SessionCipher {
   /** Seals `plaintext` with the current key, bound to `context`. */
   seal(context: string, plaintext: string): string {
     const key = this.#keys[0] as DerivedKey
-    const nonce = randomBytes(NONCE_BYTES)
+    const nonce = nextNonce()
     const cipher = createCipheriv('aes-256-gcm', key.seal, nonce)
     cipher.setAAD(Buffer.from(context))
     const body = Buffer.concat([nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()])
@@ -130,6 +130,23 @@ export class SessionCipher {
   indexIds(userId: string): string[] {
     return this.#keys.map((key) => indexIdOf(key, userId))
   }
+}
+
+// Nonces are random (never a counter: many processes seal with one key), drawn
+// from a pool refilled in bulk: one randomBytes call per 256 seals instead of one
+// each, which costs as much as the sealing itself.
+const POOL = NONCE_BYTES * 256
+let pool = Buffer.alloc(0)
+let used = POOL
+
+function nextNonce(): Buffer {
+  if (used >= pool.length) {
+    pool = randomBytes(POOL)
+    used = 0
+  }
+  used += NONCE_BYTES
+  // A copy: createCipheriv may keep a reference, and the pool is replaced, not reused.
+  return Buffer.from(pool.subarray(used - NONCE_BYTES, used))
 }
 
 /** The key id a sealed value names, or `undefined` for a value that is not sealed. */

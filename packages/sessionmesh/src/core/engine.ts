@@ -114,7 +114,7 @@ export class SessionEngine {
   constructor(options: EngineOptions) {
     this.#cipher = options.encryption ? new SessionCipher(options.encryption) : undefined
     this.backend = this.#cipher
-      ? encryptedBackend(options.backend, this.#cipher)
+      ? encryptedBackend(options.backend, this.#cipher, VERSION_KEY)
       : options.backend
     this.near = options.nearCache
     this.#userId = options.userId ?? passportUser
