@@ -28,7 +28,10 @@ const sessionOf = (i) => ({
 })
 
 async function measure(store, op) {
-  const ids = Array.from({ length: SESSIONS }, (_, i) => `bench-${i}-${randomBytes(8).toString('hex')}`)
+  const ids = Array.from(
+    { length: SESSIONS },
+    (_, i) => `bench-${i}-${randomBytes(8).toString('hex')}`,
+  )
   for (const [i, id] of ids.entries()) await store.set(id, sessionOf(i))
   let done = 0
   let next = 0
@@ -73,6 +76,10 @@ console.log(`| backend | operation | ops/s plain | ops/s encrypted | encrypted /
 console.log(`| --- | --- | ---: | ---: | ---: |`)
 for (const { backend, op, plain, sealed } of rows) {
   const label = op === 'load' ? 'load' : 'load + change one key + save'
-  console.log(`| ${backend} | ${label} | ${plain} | ${sealed} | ${Math.round((sealed / plain) * 100)}% |`)
+  console.log(
+    `| ${backend} | ${label} | ${plain} | ${sealed} | ${Math.round((sealed / plain) * 100)}% |`,
+  )
 }
-console.log(`\n${SECONDS} s each, ${CONCURRENCY} in flight, ${SESSIONS} sessions, Node ${process.version}.`)
+console.log(
+  `\n${SECONDS} s each, ${CONCURRENCY} in flight, ${SESSIONS} sessions, Node ${process.version}.`,
+)

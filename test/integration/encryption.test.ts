@@ -113,7 +113,9 @@ describe('encryption under express-session (SessionStore)', () => {
       expect(await storedKeyIds(prefix, user.sid)).toEqual(new Set(['k2']))
       const browser = new Client(only.app.url)
       browser.cookie = user.cookie
-      expect(await (await browser.request('GET', '/me')).json()).toMatchObject({ user: { id: `rot-${i}` } })
+      expect(await (await browser.request('GET', '/me')).json()).toMatchObject({
+        user: { id: `rot-${i}` },
+      })
       expect(await last?.store.listUserSessions(`rot-${i}`)).toMatchObject([{ id: user.sid }])
     }
   })
@@ -155,7 +157,9 @@ describe('encryption under sessionmesh/express', () => {
       const m = mark()
       const browser = new Client(base, `Mw-Agent-${m}`)
       const { id } = await (await browser.request('POST', `/login/mw-${m}`)).json()
-      expect(await (await browser.request('GET', '/note')).json()).toEqual({ note: `note-of-mw-${m}` })
+      expect(await (await browser.request('GET', '/note')).json()).toEqual({
+        note: `note-of-mw-${m}`,
+      })
       const raw = await redisCliDump(server.url, prefix)
       expect(raw).toContain(id)
       expect(raw).not.toContain(m)

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { connect } from 'node:net'
 import { promisify } from 'node:util'
 import { MYSQL_URL, PG_URL } from './sql.js'
 
@@ -11,7 +12,14 @@ const run = promisify(execFile)
 export async function redisCliDump(url: string, prefix: string): Promise<string> {
   // Keys raw (one a line, as they are), values quoted (binary escaped, text as it is).
   const cli = (...args: string[]) => run('redis-cli', ['-u', url, '--no-raw', ...args])
-  const { stdout: keys } = await run('redis-cli', ['-u', url, '--raw', '--scan', '--pattern', `${prefix}*`])
+  const { stdout: keys } = await run('redis-cli', [
+    '-u',
+    url,
+    '--raw',
+    '--scan',
+    '--pattern',
+    `${prefix}*`,
+  ])
   const out: string[] = []
   for (const key of keys.split('\n').filter(Boolean)) {
     const { stdout: type } = await run('redis-cli', ['-u', url, '--raw', 'TYPE', key])
@@ -50,4 +58,30 @@ export async function mariadbDump(database: string, table: string): Promise<stri
     table,
   ])
   return stdout
+}
+
+/** Every item under `prefix` of a memcached, by its text protocol: `lru_crawler metadump all`, then `get`. */
+export async function memcachedDump(port: number, prefix: string): Promise<string> {
+  const metadump = await memcachedText(port, 'lru_crawler metadump all\r\n', /^END\r\n/m)
+  const keys = [...metadump.matchAll(/^key=(\S+)/gm)]
+    .map((match) => decodeURIComponent(match[1] as string))
+    .filter((key) => key.startsWith(prefix))
+  if (keys.length === 0) return ''
+  return memcachedText(port, `get ${keys.join(' ')}\r\n`, /^END\r\n/m)
+}
+
+function memcachedText(port: number, command: string, end: RegExp): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write(command))
+    let text = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk) => {
+      text += chunk
+      if (end.test(text)) {
+        socket.end()
+        resolve(text)
+      }
+    })
+    socket.on('error', reject)
+  })
 }

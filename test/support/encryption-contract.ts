@@ -107,13 +107,18 @@ export function encryptionContract(
     // So k1 can go: a store with k2 alone reads it, lists it and revokes it.
     const only = storeWith(backend, { keys: [k2] })
     expect(await only.get(id)).toMatchObject({ a: 2, b: 'two' })
-    expect(await only.listUserSessions(user)).toMatchObject([{ id, userAgent: 'Rotating/1', ip: '192.0.2.1' }])
+    expect(await only.listUserSessions(user)).toMatchObject([
+      { id, userAgent: 'Rotating/1', ip: '192.0.2.1' },
+    ])
   })
 
   it('encryption: a record no key opens is reported as malformed, not fatal', async () => {
     const { backend } = subjectOf()
     const id = sid()
-    await storeWith(backend, { keys: [k1] }).set(id, session('wrong-key', { x: 1 }, 'A', '192.0.2.2'))
+    await storeWith(backend, { keys: [k1] }).set(
+      id,
+      session('wrong-key', { x: 1 }, 'A', '192.0.2.2'),
+    )
     const reported: unknown[] = []
     const listener = (message: unknown) => reported.push(message)
     channels.malformed.subscribe(listener)
@@ -181,7 +186,9 @@ export function encryptionContract(
     if (!moved) throw new Error('not loaded')
     moved.seen = true
     await rotated.set(x, moved)
-    expect((await rotated.listUserSessions(user)).map((s) => s.id).sort()).toEqual([keep, x, y].sort())
+    expect((await rotated.listUserSessions(user)).map((s) => s.id).sort()).toEqual(
+      [keep, x, y].sort(),
+    )
     expect((await rotated.revokeUserSessions(user, { except: keep })).sort()).toEqual([x, y].sort())
     expect(await rotated.get(x)).toBeNull()
     expect(await rotated.get(y)).toBeNull()

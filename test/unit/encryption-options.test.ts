@@ -14,7 +14,15 @@ describe('the encryption option', () => {
     ['a base64 key of 31 bytes', { keys: [{ id: 'k1', key: randomBytes(31).toString('base64') }] }],
     ['a key that is not base64', { keys: [{ id: 'k1', key: 'not a key!'.repeat(5) }] }],
     ['a key that is a number', { keys: [{ id: 'k1', key: 42 }] }],
-    ['a duplicate id', { keys: [{ id: 'k1', key: good }, { id: 'k1', key: randomBytes(32) }] }],
+    [
+      'a duplicate id',
+      {
+        keys: [
+          { id: 'k1', key: good },
+          { id: 'k1', key: randomBytes(32) },
+        ],
+      },
+    ],
     ['an id with a dot', { keys: [{ id: 'k.1', key: good }] }],
     ['an empty id', { keys: [{ id: '', key: good }] }],
   ]

@@ -16,6 +16,7 @@ export {
   type WriteResult,
 } from './core/backend.js'
 export { decodeSession, encodedSize, encodeSession, type SessionData } from './core/codec.js'
+export type { EncryptionKey, EncryptionOptions } from './core/encryption.js'
 export {
   ErrorCode,
   InvalidOptionError,
@@ -30,7 +31,6 @@ export {
   type SessionLifecycleEvent,
   sessionChannel,
 } from './core/events.js'
-export type { EncryptionKey, EncryptionOptions } from './core/encryption.js'
 export type { NearCacheOptions, NearCacheStats } from './core/near-cache.js'
 export { channels } from './core/telemetry.js'
 export type { MetricsOptions } from './metrics.js'

@@ -226,9 +226,7 @@ export class SessionStore extends EventEmitter {
     checkUserId(userId)
     const now = Date.now()
     const backend = this.#engine.backend
-    const listed = await this.#engine.call('listUserSessions', () =>
-      backend.listUser(userId, now),
-    )
+    const listed = await this.#engine.call('listUserSessions', () => backend.listUser(userId, now))
     return listed
       .map(({ id, meta }) => {
         const session: UserSession = {

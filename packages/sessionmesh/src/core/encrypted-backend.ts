@@ -5,7 +5,6 @@ import type {
   SessionMeta,
   SessionWrite,
   StoredSession,
-  WriteResult,
 } from './backend.js'
 import { deviceContext, fieldContext, keyIdOf, type SessionCipher } from './encryption.js'
 import { redactSid } from './errors.js'
@@ -45,11 +44,7 @@ const DEVICE_BUDGET = 600
  * them) unless an older key sealed them: then they are opened, for the next write
  * to seal again. `listUser` opens them.
  */
-export function encryptedBackend(
-  inner: Backend,
-  cipher: SessionCipher,
-  clearKey: string,
-): Backend {
+export function encryptedBackend(inner: Backend, cipher: SessionCipher, clearKey: string): Backend {
   const wrapped: Backend = {
     kind: inner.kind,
     async get(sid) {
@@ -101,7 +96,9 @@ function open(
   const stale: string[] = []
   for (const [key, value] of Object.entries(stored.fields)) {
     const opened =
-      key === clearKey ? { plaintext: value, stale: false } : cipher.open(fieldContext(sid, key), value)
+      key === clearKey
+        ? { plaintext: value, stale: false }
+        : cipher.open(fieldContext(sid, key), value)
     // defineProperty: a key named `__proto__` stays data (the codec refuses to write one).
     Object.defineProperty(fields, key, {
       value: opened.plaintext,

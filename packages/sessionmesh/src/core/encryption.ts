@@ -95,7 +95,12 @@ export class SessionCipher {
     const nonce = nextNonce()
     const cipher = createCipheriv('aes-256-gcm', key.seal, nonce)
     cipher.setAAD(Buffer.from(context))
-    const body = Buffer.concat([nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()])
+    const body = Buffer.concat([
+      nonce,
+      cipher.update(plaintext, 'utf8'),
+      cipher.final(),
+      cipher.getAuthTag(),
+    ])
     return `${PREFIX}${key.id}.${body.toString('base64url')}`
   }
 
@@ -104,9 +109,11 @@ export class SessionCipher {
     const id = keyIdOf(sealed)
     if (id === undefined) throw new MalformedRecordError('a value is not encrypted')
     const key = this.#byId.get(id)
-    if (!key) throw new MalformedRecordError(`a value is sealed with key "${id}", which is not configured`)
+    if (!key)
+      throw new MalformedRecordError(`a value is sealed with key "${id}", which is not configured`)
     const body = Buffer.from(sealed.slice(PREFIX.length + id.length + 1), 'base64url')
-    if (body.length < NONCE_BYTES + TAG_BYTES) throw new MalformedRecordError('an encrypted value is truncated')
+    if (body.length < NONCE_BYTES + TAG_BYTES)
+      throw new MalformedRecordError('an encrypted value is truncated')
     try {
       const decipher = createDecipheriv('aes-256-gcm', key.seal, body.subarray(0, NONCE_BYTES))
       decipher.setAAD(Buffer.from(context))
@@ -184,7 +191,7 @@ function keyBytes(id: string, key: unknown): Buffer {
   else if (typeof key === 'string' && /^[A-Za-z0-9+/_-]*={0,2}$/.test(key)) {
     bytes = Buffer.from(key, 'base64')
   }
-  if (!bytes || bytes.length !== 32) {
+  if (bytes?.length !== 32) {
     throw new InvalidOptionError(
       `encryption key "${id}" must be 32 bytes (a Buffer, or their base64 or base64url encoding), ${
         bytes ? `not ${bytes.length} bytes` : 'not a base64 string'

@@ -124,7 +124,8 @@ export function applied(record: SessionRecord, write: SessionWrite): SessionReco
   else next.u = write.userId
   // An update writes the device fields it carries (sealed again after a key rotation);
   // a create of a session that exists keeps the device it was created from.
-  if (write.mode === 'update' && write.device.userAgent !== undefined) next.a = write.device.userAgent
+  if (write.mode === 'update' && write.device.userAgent !== undefined)
+    next.a = write.device.userAgent
   if (write.mode === 'update' && write.device.ip !== undefined) next.i = write.device.ip
   return next
 }
