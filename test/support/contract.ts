@@ -326,6 +326,38 @@ export function backendContract(
       })
     })
 
+    it('a reseal rewrites keys that still hold the value named, and never one that changed', async () => {
+      const id = sid()
+      await backend.write(id, createWrite({ set: { cookie: '{}', a: '1', b: '2', c: '3' } }))
+      const reseal = (pairs: Record<string, [string, string]>) =>
+        Object.fromEntries(Object.entries(pairs).map(([k, [from, to]]) => [k, { from, to }]))
+      await backend.write(
+        id,
+        updateWrite({ x: '9' }, [], { reseal: reseal({ a: ['1', 'A'], b: ['2', 'B'] }) }),
+      )
+      expect((await backend.get(id))?.fields).toEqual({
+        cookie: '{}',
+        a: 'A',
+        b: 'B',
+        c: '3',
+        x: '9',
+      })
+      // `c` changed since (a concurrent request): it is kept; `cookie` may or may not be rewritten.
+      await backend.write(id, updateWrite({ c: '30' }))
+      await backend.write(
+        id,
+        updateWrite({ y: '1' }, [], { reseal: reseal({ c: ['3', 'C'], cookie: ['{}', '[]'] }) }),
+      )
+      const fields = (await backend.get(id))?.fields
+      expect(fields?.c).toBe('30')
+      expect(['{}', '[]']).toContain(fields?.cookie)
+      expect(fields).toMatchObject({ a: 'A', b: 'B', x: '9', y: '1' })
+      // A key removed since stays removed.
+      await backend.write(id, updateWrite({}, ['x']))
+      await backend.write(id, updateWrite({ z: '1' }, [], { reseal: reseal({ x: ['9', 'X'] }) }))
+      expect((await backend.get(id))?.fields).not.toHaveProperty('x')
+    })
+
     encryptionContract(it, () => subject)
 
     it('counts live sessions and clears them all', async () => {

@@ -195,6 +195,30 @@ export function encryptionContract(
     expect((await rotated.listUserSessions(user)).map((s) => s.id)).toEqual([keep])
   })
 
+  it('encryption: the first writes after a rotation lose no concurrent update', async () => {
+    const { backend } = subjectOf()
+    const id = sid()
+    await storeWith(backend, { keys: [k1] }).set(
+      id,
+      session('race', { a: 1, b: 1 }, 'R', '192.0.2.6'),
+    )
+    const rotated = storeWith(backend, { keys: [k2, k1] })
+    // Two requests load the session, both seeing every value sealed with k1.
+    const [one, two] = await Promise.all([
+      rotated.get<Record<string, unknown>>(id),
+      rotated.get<Record<string, unknown>>(id),
+    ])
+    if (!one || !two) throw new Error('not loaded')
+    one.a = 2
+    await rotated.set(id, one)
+    // The second reseals what it did not change, but must not put back its `a`.
+    two.b = 2
+    await rotated.set(id, two)
+    expect(await rotated.get(id)).toMatchObject({ a: 2, b: 2 })
+    const ids = await keyIds(backend, id)
+    expect(new Set(ids.fields)).toEqual(new Set(['k2']))
+  })
+
   it('encryption: concurrent deltas on different keys both survive', async () => {
     const { backend } = subjectOf()
     const store = storeWith(backend, { keys: [k1] })

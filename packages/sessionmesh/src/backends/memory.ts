@@ -88,6 +88,11 @@ class MemoryBackend implements Backend {
     }
     for (const [key, value] of Object.entries(write.set)) entry.fields.set(key, value)
     for (const key of write.unset) entry.fields.delete(key)
+    if (write.mode === 'update') {
+      for (const [key, { from, to }] of Object.entries(write.reseal ?? {})) {
+        if (entry.fields.get(key) === from) entry.fields.set(key, to)
+      }
+    }
     entry.meta.lastSeenAt = write.now
     entry.meta.expiresAt = cappedExpiry(write.expiresAt, entry.meta.createdAt, write.maxLifetime)
     this.#index(sid, entry.meta, write.userId)

@@ -57,6 +57,14 @@ export interface SessionWrite {
    * key rotation); a `create` of a session that exists keeps its device.
    */
   device: { userAgent?: string; ip?: string }
+  /**
+   * Keys to rewrite only where they still hold `from` exactly: a key changed or
+   * removed since (by a concurrent request) is left as it is. Applied with the
+   * rest of the write, atomically, on an `update`. The encryption layer seals
+   * with the current key what an older one sealed this way, without undoing a
+   * concurrent request's change. Never names a key of `set` or `unset`.
+   */
+  reseal?: Record<string, { from: string; to: string }>
   /** See {@link CallOptions.deadline}. */
   deadline?: number
 }
@@ -170,6 +178,13 @@ export class MalformedRecordError extends Error {
 /** The expiry a write or touch ends up with, `maxLifetime` applied. */
 export function cappedExpiry(expiresAt: number, createdAt: number, maxLifetime: number): number {
   return maxLifetime > 0 ? Math.min(expiresAt, createdAt + maxLifetime) : expiresAt
+}
+
+/** A write's `reseal` as JSON-friendly pairs, `{ key: [from, to] }`, for a backend's server to apply. */
+export function resealPairs(write: SessionWrite): Record<string, [string, string]> {
+  const pairs: Record<string, [string, string]> = {}
+  for (const [key, { from, to }] of Object.entries(write.reseal ?? {})) pairs[key] = [from, to]
+  return pairs
 }
 
 /** Parses the message a backend published into a {@link SessionEvent}, or `undefined` if it is foreign. */

@@ -20,8 +20,8 @@ export interface OpenedSession extends StoredSession {
 
 /** What a write must seal again with the current key (see {@link OpenedSession}). */
 export interface Reseal {
-  /** Top-level keys sealed with an older key. */
-  fields: string[]
+  /** Top-level keys sealed with an older key, each with its value as stored. */
+  fields: Record<string, string>
   /** The device fields were sealed with an older key. */
   device: boolean
 }
@@ -93,7 +93,7 @@ function open(
   clearKey: string,
 ): OpenedSession {
   const fields: Record<string, string> = {}
-  const stale: string[] = []
+  const stale: Record<string, string> = {}
   for (const [key, value] of Object.entries(stored.fields)) {
     const opened =
       key === clearKey
@@ -106,7 +106,7 @@ function open(
       writable: true,
       configurable: true,
     })
-    if (opened.stale) stale.push(key)
+    if (opened.stale) stale[key] = value
   }
   const sealed = stored.meta.userAgent
   if (sealed === undefined || keyIdOf(sealed) === cipher.currentKeyId) {
@@ -154,6 +154,13 @@ function sealWrite(
     userId: write.userId === undefined ? undefined : cipher.indexId(write.userId),
     device: {},
   }
+  if (write.reseal) {
+    const reseal: Record<string, { from: string; to: string }> = {}
+    for (const [key, { from, to }] of Object.entries(write.reseal)) {
+      reseal[key] = { from, to: cipher.seal(fieldContext(sid, key), to) }
+    }
+    sealed.reseal = reseal
+  }
   const { userAgent, ip } = write.device
   if (userAgent !== undefined || ip !== undefined) {
     sealed.device = { userAgent: cipher.seal(deviceContext(sid), deviceJson(userAgent, ip)) }
@@ -177,25 +184,30 @@ export function isOpened(stored: StoredSession): stored is OpenedSession {
 }
 
 /**
- * Adds to a delta's `set` the keys an older key sealed (with their current
- * values), and returns the device to write again when it too was sealed with one.
+ * What a delta write carries to seal again what an older key sealed: the keys it
+ * does not change anyway, each to be rewritten only where the backend still holds
+ * the value loaded (so a concurrent request's change to it is not undone), and
+ * the device fields.
  */
-export function resealInto(
+export function resealOf(
   reseal: Reseal,
   fields: Readonly<Record<string, string>>,
-  set: Record<string, string>,
+  write: Pick<SessionWrite, 'set' | 'unset'>,
   meta: SessionMeta,
-): { userAgent?: string; ip?: string } {
-  for (const key of reseal.fields) {
-    const value = fields[key]
-    if (value !== undefined && !(key in set)) set[key] = value
+): Pick<SessionWrite, 'reseal' | 'device'> {
+  const again: Record<string, { from: string; to: string }> = {}
+  for (const [key, from] of Object.entries(reseal.fields)) {
+    const to = fields[key]
+    if (to !== undefined && !(key in write.set) && !write.unset.includes(key)) {
+      again[key] = { from, to }
+    }
   }
   const device: { userAgent?: string; ip?: string } = {}
   if (reseal.device) {
     if (meta.userAgent !== undefined) device.userAgent = meta.userAgent
     if (meta.ip !== undefined) device.ip = meta.ip
   }
-  return device
+  return Object.keys(again).length > 0 ? { reseal: again, device } : { device }
 }
 
 /**

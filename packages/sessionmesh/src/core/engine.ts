@@ -13,7 +13,7 @@ import {
   encryptedBackend,
   isOpened,
   type Reseal,
-  resealInto,
+  resealOf,
   resolveUser,
 } from './encrypted-backend.js'
 import { type EncryptionOptions, SessionCipher } from './encryption.js'
@@ -272,9 +272,10 @@ export class SessionEngine {
         return touched === 'gone' ? null : snapshot
       }
       set[VERSION_KEY] = JSON.stringify(version)
+      Object.assign(write, { mode: 'update', set, unset, replace: false, device: {} })
       // Rotation: what an older key sealed is sealed again with the current one.
-      const again = snapshot.reseal ? resealInto(snapshot.reseal, fields, set, snapshot.meta) : {}
-      Object.assign(write, { mode: 'update', set, unset, replace: false, device: again })
+      if (snapshot.reseal)
+        Object.assign(write, resealOf(snapshot.reseal, fields, write, snapshot.meta))
     }
 
     const near = this.near

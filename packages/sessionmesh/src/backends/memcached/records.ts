@@ -114,6 +114,11 @@ export function applied(record: SessionRecord, write: SessionWrite): SessionReco
   const fields = write.replace ? {} : { ...record.f }
   Object.assign(fields, write.set)
   for (const name of write.unset) delete fields[name]
+  if (write.mode === 'update') {
+    for (const [name, { from, to }] of Object.entries(write.reseal ?? {})) {
+      if (record.f[name] === from) fields[name] = to
+    }
+  }
   const next: SessionRecord = {
     ...record,
     f: fields,

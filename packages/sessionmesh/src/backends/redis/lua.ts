@@ -106,6 +106,8 @@ local function prepare(key, tombstones)
   if maxLifetime > 0 then expiresAt = math.min(expiresAt, (created or now) + maxLifetime) end
   return { created = created, old = old, now = now, expiresAt = expiresAt, n = n }
 end
+-- The write's reseal (JSON { key: [from, to] } or ''), taken out of ARGV by the script.
+local RESEAL = ''
 -- Applies a prepared write to the session hash; returns nothing, fails on nothing.
 local function apply(key, w)
   local args = {'l', w.now, 'e', w.expiresAt}
@@ -129,6 +131,18 @@ local function apply(key, w)
   for i = 12, 11 + 2 * w.n do args[#args + 1] = ARGV[i] end
   chunked('HSET', key, args, 1, #args)
   if #ARGV > 11 + 2 * w.n then chunked('HDEL', key, ARGV, 12 + 2 * w.n, #ARGV) end
+  -- A key is sealed again only where it still holds what the request loaded.
+  if RESEAL ~= '' and ARGV[3] == 'update' then
+    local ok, again = pcall(cjson.decode, RESEAL)
+    if ok and type(again) == 'table' then
+      for name, pair in pairs(again) do
+        if type(pair) == 'table' and type(pair[1]) == 'string' and type(pair[2]) == 'string'
+          and redis.call('HGET', key, '.' .. name) == pair[1] then
+          redis.call('HSET', key, '.' .. name, pair[2])
+        end
+      end
+    end
+  end
   redis.call('PEXPIREAT', key, w.expiresAt)
 end
 `
@@ -156,10 +170,11 @@ end
 `
   return {
     // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
-    // userAgent, ip, deadline, #set fields, then field/value pairs, then fields to
-    // delete. The deadline is taken out first, so that the rest is laid out as
+    // userAgent, ip, reseal, deadline, #set fields, then field/value pairs, then fields to
+    // delete. The reseal and deadline are taken out first, so that the rest is laid out as
     // prepare() and apply() read it.
     write: `${index}
+RESEAL = table.remove(ARGV, 11)
 local deadline = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
@@ -304,6 +319,7 @@ export const clusterScripts = {
   // when the write would move the session to a user whose index was not joined:
   // a live session must never be missing from its user's index.
   write: `${COMMON}
+RESEAL = table.remove(ARGV, 11)
 local deadline = table.remove(ARGV, 11)
 local joined = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
