@@ -133,12 +133,16 @@ describe('encryption under express-session (SessionStore)', () => {
   })
 })
 
-describe('encryption under sessionmesh/express', () => {
+describe.each([
+  ['', false],
+  [', near cache', true],
+])('encryption under sessionmesh/express%s', (_name, nearCache) => {
   it('the middleware takes the same option: nothing in clear, device and index work', async () => {
     const prefix = `mw${mark()}:`
     const middleware = session({
       backend: redisBackend({ client, prefix }),
       secret: 'test secret',
+      nearCache,
       encryption: { keys: [{ id: 'k1', key: randomBytes(32).toString('base64') }] },
     })
     const app = express()
