@@ -35,8 +35,10 @@ const DEVICE_BUDGET = 600
  * Wraps a backend so that everything it stores about a session is sealed: each
  * top-level value (bound to its session id and key), the device fields, and the
  * user index (a keyed hash of the user id instead of the id). Backends see opaque
- * strings and need no change; delta writes stay deltas, since each key is sealed
- * on its own. A record no configured key opens is a {@link MalformedRecordError}.
+ * strings where clear ones were, with no change of schema; delta writes stay
+ * deltas, since each key is sealed on its own, and after a rotation the keys a
+ * write leaves alone travel as `reseal` (a compare-and-set per key). A record no
+ * configured key opens is a `MalformedRecordError`.
  *
  * `clearKey` (the engine's write version, a random tag new on every write) is
  * stored as it is: it says nothing about the session, and is read on every load.
