@@ -7,6 +7,7 @@ import {
   startMemcached,
 } from '../../packages/sessionmesh/src/cli/memcached.js'
 import { backendContract, createWrite, updateWrite } from '../support/contract.js'
+import { memcachedDump } from '../support/dump.js'
 import { memcachedServer } from '../support/memcached-server.js'
 
 let server: RunningMemcached
@@ -24,6 +25,7 @@ backendContract(
     const prefix = `mc${process.pid}:`
     return {
       backend: memcachedBackend({ client, prefix }),
+      dump: () => memcachedDump(server.port, prefix),
       corrupt: async (sid) => {
         await client.set(`${prefix}s:${sid}`, '{"cookie":{}}', 0)
       },

@@ -3,15 +3,17 @@ import mysql from 'mysql2/promise'
 import { migrateMysql, mysqlBackend } from 'sessionmesh/mysql'
 import { describe, expect, it } from 'vitest'
 import { backendContract, createWrite, updateWrite } from '../support/contract.js'
+import { mariadbDump } from '../support/dump.js'
 import { mysqlDatabase } from '../support/sql.js'
 
 // A corrupt record: the fields column holds a JSON array instead of an object of strings.
 backendContract('mysql (MariaDB)', async () => {
-  const { pool, drop } = await mysqlDatabase()
+  const { pool, database, drop } = await mysqlDatabase()
   await migrateMysql(pool, { table: 'sessions' })
   const backend = mysqlBackend({ pool, table: 'sessions', cleanupInterval: 0 })
   return {
     backend,
+    dump: () => mariadbDump(database, 'sessions'),
     corrupt: async (sid) => {
       await pool.query(`UPDATE sessions SET fields = '[1, 2]' WHERE id = ?`, [sid])
     },

@@ -3,6 +3,7 @@ import type { SessionEvent } from 'sessionmesh'
 import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
 import { describe, expect, it } from 'vitest'
 import { backendContract, createWrite, updateWrite } from '../support/contract.js'
+import { pgDump } from '../support/dump.js'
 import { PG_URL, pgSchema } from '../support/sql.js'
 
 // A corrupt record: the fields column holds an array instead of an object of strings.
@@ -13,6 +14,7 @@ backendContract('postgres', async () => {
   const backend = postgresBackend({ pool, table, cleanupInterval: 0 })
   return {
     backend,
+    dump: () => pgDump(table),
     corrupt: async (sid) => {
       await pool.query(`UPDATE ${table} SET fields = '[1, 2]'::jsonb WHERE id = $1`, [sid])
     },

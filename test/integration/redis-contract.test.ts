@@ -3,6 +3,7 @@ import { createClient } from 'redis'
 import { redisBackend } from 'sessionmesh/redis'
 import { afterAll, beforeAll } from 'vitest'
 import { backendContract } from '../support/contract.js'
+import { redisCliDump } from '../support/dump.js'
 import { RedisServer } from '../support/redis-server.js'
 
 let server: RedisServer
@@ -20,6 +21,7 @@ backendContract('redis via node-redis', async () => {
   const prefix = 'nr:'
   return {
     backend: redisBackend({ client, prefix }),
+    dump: () => redisCliDump(server.url, prefix),
     corrupt: async (sid) => {
       await client.del(`${prefix}s:${sid}`)
       await client.set(`${prefix}s:${sid}`, '{"cookie":{}}')
@@ -35,6 +37,7 @@ backendContract('redis via ioredis', async () => {
   const prefix = 'io:'
   return {
     backend: redisBackend({ client, prefix }),
+    dump: () => redisCliDump(server.url, prefix),
     corrupt: async (sid) => {
       await client.hdel(`${prefix}s:${sid}`, 'c', 'e')
     },

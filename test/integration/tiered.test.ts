@@ -6,6 +6,7 @@ import { redisBackend } from 'sessionmesh/redis'
 import { type TieredBackend, tieredBackend } from 'sessionmesh/tiered'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backendContract } from '../support/contract.js'
+import { pgDump, redisCliDump } from '../support/dump.js'
 import { Client, startApp } from '../support/express-app.js'
 import { RedisServer } from '../support/redis-server.js'
 import { mysqlDatabase, pgSchema } from '../support/sql.js'
@@ -57,6 +58,8 @@ backendContract('tiered (redis over postgres)', async () => {
   const subject = await tiered('ct:')
   return {
     backend: subject.backend,
+    // Both tiers: the cache's copy and the database's row.
+    dump: async () => `${await redisCliDump(server.url, 'ct:')}\n${await pgDump(subject.table)}`,
     corrupt: async (sid) => {
       await subject.pool.query(`UPDATE ${subject.table} SET fields = '[1]'::jsonb WHERE id = $1`, [
         sid,

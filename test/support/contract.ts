@@ -6,6 +6,7 @@ import {
   type SessionWrite,
 } from 'sessionmesh'
 import { afterAll, beforeAll, describe, expect, type TestFunction, it as vitestIt } from 'vitest'
+import { encryptionContract } from './encryption-contract.js'
 
 /** What a backend's test file hands the contract suite. */
 export interface ContractSubject {
@@ -15,6 +16,13 @@ export interface ContractSubject {
    * metadata). Absent for backends whose records only they can write (memory).
    */
   corrupt?(sid: string): Promise<void>
+  /**
+   * Everything the backend's server holds, as its own dump tool prints it
+   * (`redis-cli`, `pg_dump`, `mariadb-dump`, memcached's text protocol): the
+   * encryption checks look for plaintext in it. Absent where there is no server
+   * to dump (memory) or no one tool dumps it all (a cluster).
+   */
+  dump?(): Promise<string>
   /** Drops whatever the subject created (schema, server, client). */
   cleanup(): Promise<void>
 }
@@ -368,6 +376,63 @@ export function backendContract(
         .toBe(false)
       expect(await backend.ids()).toContain(live)
     })
+
+    it('an update writes the device fields it carries; a create of a live session keeps its own', async () => {
+      const id = sid()
+      await backend.write(id, createWrite())
+      await backend.write(id, createWrite({ device: { userAgent: 'Other/2.0', ip: '10.0.0.9' } }))
+      expect((await backend.get(id))?.meta).toMatchObject({
+        userAgent: 'Contract/1.0',
+        ip: '127.0.0.1',
+      })
+      await backend.write(
+        id,
+        updateWrite({ a: '1' }, [], { device: { userAgent: 'Resealed/1.0' } }),
+      )
+      expect((await backend.get(id))?.meta).toMatchObject({
+        userAgent: 'Resealed/1.0',
+        ip: '127.0.0.1',
+      })
+      await backend.write(id, updateWrite({ a: '2' }))
+      expect((await backend.get(id))?.meta).toMatchObject({
+        userAgent: 'Resealed/1.0',
+        ip: '127.0.0.1',
+      })
+    })
+
+    it('a reseal rewrites keys that still hold the value named, and never one that changed', async () => {
+      const id = sid()
+      await backend.write(id, createWrite({ set: { cookie: '{}', a: '1', b: '2', c: '3' } }))
+      const reseal = (pairs: Record<string, [string, string]>) =>
+        Object.fromEntries(Object.entries(pairs).map(([k, [from, to]]) => [k, { from, to }]))
+      await backend.write(
+        id,
+        updateWrite({ x: '9' }, [], { reseal: reseal({ a: ['1', 'A'], b: ['2', 'B'] }) }),
+      )
+      expect((await backend.get(id))?.fields).toEqual({
+        cookie: '{}',
+        a: 'A',
+        b: 'B',
+        c: '3',
+        x: '9',
+      })
+      // `c` changed since (a concurrent request): it is kept; `cookie` may or may not be rewritten.
+      await backend.write(id, updateWrite({ c: '30' }))
+      await backend.write(
+        id,
+        updateWrite({ y: '1' }, [], { reseal: reseal({ c: ['3', 'C'], cookie: ['{}', '[]'] }) }),
+      )
+      const fields = (await backend.get(id))?.fields
+      expect(fields?.c).toBe('30')
+      expect(['{}', '[]']).toContain(fields?.cookie)
+      expect(fields).toMatchObject({ a: 'A', b: 'B', x: '9', y: '1' })
+      // A key removed since stays removed.
+      await backend.write(id, updateWrite({}, ['x']))
+      await backend.write(id, updateWrite({ z: '1' }, [], { reseal: reseal({ x: ['9', 'X'] }) }))
+      expect((await backend.get(id))?.fields).not.toHaveProperty('x')
+    })
+
+    encryptionContract(it, () => subject)
 
     it('counts live sessions and clears them all', async () => {
       await backend.write(sid(), createWrite())

@@ -19,6 +19,7 @@ export {
   type WriteResult,
 } from './core/backend.js'
 export { decodeSession, encodedSize, encodeSession, type SessionData } from './core/codec.js'
+export type { EncryptionKey, EncryptionOptions } from './core/encryption.js'
 export {
   ErrorCode,
   InvalidOptionError,

@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import { memoryBackend } from './backends/memory.js'
 import type { Backend } from './core/backend.js'
 import type { SessionData } from './core/codec.js'
+import type { EncryptionOptions } from './core/encryption.js'
 import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
 import { InvalidOptionError, NotSupportedError } from './core/errors.js'
 import type { SessionLifecycleEvent } from './core/events.js'
@@ -80,6 +81,17 @@ export interface SessionStoreOptions {
    * @default undefined (nothing is recorded)
    */
   metrics?: MetricsOptions
+  /**
+   * Encryption at rest: AES-256-GCM of every session value and of the device fields,
+   * and a keyed hash (HMAC-SHA-256) of user ids in the user index. The first key
+   * seals, every key opens; a session is sealed again with the first key on its
+   * next write. A record no key opens is treated as malformed (no session).
+   * See the README, "Encryption at rest".
+   * @default undefined (stored in clear)
+   * @example
+   * encryption: { keys: [{ id: 'k2', key: process.env.SESSION_KEY_K2 as string }, { id: 'k1', key: oldKey }] }
+   */
+  encryption?: EncryptionOptions
 }
 
 /** One session of a user, as {@link SessionStore.listUserSessions} returns it. */
@@ -213,9 +225,8 @@ export class SessionStore extends EventEmitter {
   async listUserSessions(userId: string): Promise<UserSession[]> {
     checkUserId(userId)
     const now = Date.now()
-    const listed = await this.#engine.call('listUserSessions', () =>
-      this.backend.listUser(userId, now),
-    )
+    const backend = this.#engine.backend
+    const listed = await this.#engine.call('listUserSessions', () => backend.listUser(userId, now))
     return listed
       .map(({ id, meta }) => {
         const session: UserSession = {

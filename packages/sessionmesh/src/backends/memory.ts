@@ -71,21 +71,31 @@ class MemoryBackend implements Backend {
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
     if (this.#tombstoned(sid, write.now)) return 'gone'
     let entry = this.#live(sid, write.now)
+    const created = !entry
     if (!entry) {
       if (write.mode === 'update') return 'gone'
       entry = {
         fields: new Map(),
         meta: { createdAt: write.now, lastSeenAt: write.now, expiresAt: write.expiresAt },
       }
+      this.#sessions.set(sid, entry)
+    }
+    // The device is recorded when the write creates the session; an update writes
+    // the fields it carries (the encryption layer seals them again after a rotation).
+    if (created || write.mode === 'update') {
       if (write.device.userAgent !== undefined) entry.meta.userAgent = write.device.userAgent
       if (write.device.ip !== undefined) entry.meta.ip = write.device.ip
-      this.#sessions.set(sid, entry)
     }
     if (write.replace) {
       for (const key of entry.fields.keys()) if (!(key in write.set)) entry.fields.delete(key)
     }
     for (const [key, value] of Object.entries(write.set)) entry.fields.set(key, value)
     for (const key of write.unset) entry.fields.delete(key)
+    if (write.mode === 'update') {
+      for (const [key, { from, to }] of Object.entries(write.reseal ?? {})) {
+        if (entry.fields.get(key) === from) entry.fields.set(key, to)
+      }
+    }
     entry.meta.lastSeenAt = write.now
     entry.meta.expiresAt = cappedExpiry(write.expiresAt, entry.meta.createdAt, write.maxLifetime)
     this.#index(sid, entry.meta, write.userId)

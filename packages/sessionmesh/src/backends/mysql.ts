@@ -172,17 +172,42 @@ class MysqlBackend implements SqlBackend {
     const onTime = onTimeSql(write.deadline)
 
     if (write.mode === 'update') {
+      let fields = write.replace ? '?' : merged
+      let fieldValues = write.replace ? [JSON.stringify(fresh)] : [setJson, ...paths]
+      const reseal = Object.entries(write.reseal ?? {})
+      if (reseal.length > 0 && !write.replace) {
+        // Sealed again only if every such key still holds what was loaded: all or
+        // none, so a concurrent change is never undone (a later write reseals them).
+        const same = reseal.map(() => 'JSON_UNQUOTE(JSON_EXTRACT(fields, ?)) <=> ?').join(' AND ')
+        const again = JSON.stringify(Object.fromEntries(reseal.map(([key, { to }]) => [key, to])))
+        fields = `IF(${same}, JSON_MERGE_PATCH(${merged}, ?), ${merged})`
+        fieldValues = [
+          ...reseal.flatMap(([key, { from }]) => [jsonPath(key), from]),
+          ...fieldValues,
+          again,
+          ...fieldValues,
+        ]
+      }
       // LAST_INSERT_ID(x) makes the server's reply carry x back: it is evaluated only
       // for a row that matched, whatever the connection's FOUND_ROWS flag says.
       const [result] = await this.#retry(() =>
         this.#pool.query(
           `UPDATE ${this.#t} SET
-            fields = ${write.replace ? '?' : merged},
+            fields = ${fields},
             user_id = ?,
+            user_agent = COALESCE(?, user_agent),
+            ip = COALESCE(?, ip),
             last_seen_at = LAST_INSERT_ID(${now}),
             expires_at = ${capped('created_at')}
           WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now} AND ${onTime}`,
-          [...(write.replace ? [JSON.stringify(fresh)] : [setJson, ...paths]), userId, sid],
+          [
+            ...fieldValues,
+            userId,
+            // An update writes the device fields it carries (sealed again after a key rotation).
+            write.device.userAgent ?? null,
+            write.device.ip ?? null,
+            sid,
+          ],
         ),
       )
       if (Number((result as OkPacket).insertId) === write.now) return 'ok'

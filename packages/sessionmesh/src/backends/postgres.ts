@@ -7,6 +7,7 @@ import {
   type IndexedSession,
   LateCallError,
   parseEvent,
+  resealPairs,
   type SessionEvent,
   type SessionTouch,
   type SessionWrite,
@@ -185,12 +186,12 @@ class PostgresBackend implements SqlBackend {
       Math.floor(write.expiresAt),
       write.maxLifetime,
       write.userId ?? null,
+      write.device.userAgent ?? null,
+      write.device.ip ?? null,
+      write.deadline ?? null,
     ]
-    const values =
-      write.mode === 'create'
-        ? [...common, write.device.userAgent ?? null, write.device.ip ?? null]
-        : common
-    values.push(write.deadline ?? null)
+    const values: unknown[] = common
+    if (write.mode === 'update') values.push(JSON.stringify(resealPairs(write)))
     if (this.#channel !== undefined) values.push(this.#channel, formatEvent('changed', sid))
     const sql = write.mode === 'create' ? this.#sql.create : this.#sql.update
     const { rows } = await this.#pool.query(sql, values)
@@ -389,8 +390,10 @@ function statements(t: string, notify: boolean) {
   const capped = (created: string) =>
     `CASE WHEN $7::bigint > 0 THEN LEAST($6::bigint, ${created} + $7::bigint) ELSE $6::bigint END`
   // Parameters of a write: 1 id, 2 set (jsonb), 3 unset, 4 replace, 5 now,
-  // 6 expiresAt, 7 maxLifetime, 8 userId [, 9 user agent, 10 ip], deadline
-  // [, channel, payload].
+  // 6 expiresAt, 7 maxLifetime, 8 userId, 9 user agent, 10 ip, 11 deadline,
+  // [12 reseal (update only),] then channel and payload. An update writes the
+  // device fields it is given and keeps the others, and rewrites each reseal key
+  // that still holds its `from` (both: the encryption layer, after a key rotation).
   const expired = 's.expires_at <= $5::bigint'
   return {
     get: `SELECT fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${t}
@@ -416,13 +419,17 @@ function statements(t: string, notify: boolean) {
     ) ${announce('w', 12)}`,
     update: `WITH w AS (
       UPDATE ${t} AS s SET
-        fields = CASE WHEN $4::boolean THEN $2::jsonb ELSE s.fields || $2::jsonb END - $3::text[],
+        fields = (CASE WHEN $4::boolean THEN $2::jsonb ELSE s.fields || $2::jsonb END - $3::text[])
+          || COALESCE((SELECT jsonb_object_agg(r.key, r.value->1) FROM jsonb_each($12::jsonb) r
+            WHERE s.fields->r.key = r.value->0), '{}'::jsonb),
         last_seen_at = $5::bigint,
         expires_at = ${capped('s.created_at')},
-        user_id = $8
-      WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint AND ${onTime(9)}
+        user_id = $8,
+        user_agent = COALESCE($9::text, s.user_agent),
+        ip = COALESCE($10::text, s.ip)
+      WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint AND ${onTime(11)}
       RETURNING s.id
-    ) ${announce('w', 10)}`,
+    ) ${announce('w', 13)}`,
     // Parameters: 1 id, 2 now, 3 expiresAt, 4 maxLifetime.
     touch: `UPDATE ${t} SET last_seen_at = $2::bigint,
         expires_at = CASE WHEN $4::bigint > 0 THEN LEAST($3::bigint, created_at + $4::bigint) ELSE $3::bigint END

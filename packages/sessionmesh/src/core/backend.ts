@@ -51,8 +51,20 @@ export interface SessionWrite {
   maxLifetime: number
   /** The user the session belongs to after this write (moves it between user indexes). */
   userId: string | undefined
-  /** Recorded only when the write creates the session. */
+  /**
+   * Recorded when the write creates the session. An `update` writes the fields it
+   * carries and keeps the others (the encryption layer seals them again after a
+   * key rotation); a `create` of a session that exists keeps its device.
+   */
   device: { userAgent?: string; ip?: string }
+  /**
+   * Keys to rewrite only where they still hold `from` exactly: a key changed or
+   * removed since (by a concurrent request) is left as it is. Applied with the
+   * rest of the write, atomically, on an `update`. The encryption layer seals
+   * with the current key what an older one sealed this way, without undoing a
+   * concurrent request's change. Never names a key of `set` or `unset`.
+   */
+  reseal?: Record<string, { from: string; to: string }>
   /** See {@link CallOptions.deadline}. */
   deadline?: number
   /** See {@link CallOptions.by}: on the events of the sessions a session limit destroys. */
@@ -236,6 +248,13 @@ export function formatEvent(
   if (type === 'destroyed' && options.reason !== undefined) event.reason = options.reason
   if (type === 'destroyed' && options.by !== undefined) event.by = options.by
   return JSON.stringify(event)
+}
+
+/** A write's `reseal` as JSON-friendly pairs, `{ key: [from, to] }`, for a backend's server to apply. */
+export function resealPairs(write: SessionWrite): Record<string, [string, string]> {
+  const pairs: Record<string, [string, string]> = {}
+  for (const [key, { from, to }] of Object.entries(write.reseal ?? {})) pairs[key] = [from, to]
+  return pairs
 }
 
 /** Parses the message a backend published into a {@link SessionEvent}, or `undefined` if it is foreign. */

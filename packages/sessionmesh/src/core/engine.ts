@@ -11,6 +11,14 @@ import {
 } from './backend.js'
 import { decodeSession, encodedSize, encodeSession, type SessionData } from './codec.js'
 import {
+  encryptedBackend,
+  isOpened,
+  type Reseal,
+  resealOf,
+  resolveUser,
+} from './encrypted-backend.js'
+import { type EncryptionOptions, SessionCipher } from './encryption.js'
+import {
   InvalidOptionError,
   redactSid,
   SessionLimitError,
@@ -44,6 +52,8 @@ export interface Snapshot {
   versions: readonly string[]
   /** The near cache's change counter when the load began. */
   loadSeq: number
+  /** With encryption: what was sealed with an older key, for the next write to seal again. */
+  reseal?: Reseal
 }
 
 /** A session as loaded: the data the application gets, and what it was loaded from. */
@@ -68,6 +78,7 @@ export interface EngineOptions {
   onSessionLimit?: SessionLimitPolicy | undefined
   /** Built from the public `metrics` option; absent, nothing is recorded. */
   recorder?: Recorder | undefined
+  encryption?: EncryptionOptions | undefined
 }
 
 /** Where a new session comes from, recorded when the write creates it. */
@@ -84,6 +95,7 @@ export interface Device {
  * front ends over it, so both keep the same promises.
  */
 export class SessionEngine {
+  /** The backend as the engine uses it: with `encryption`, wrapped so that it stores only sealed values. */
   readonly backend: Backend
   readonly failOpen: boolean
   readonly near: NearCache | undefined
@@ -99,9 +111,13 @@ export class SessionEngine {
   readonly #maxLifetime: number
   readonly #maxBytes: number
   readonly #timeout: number
+  readonly #cipher: SessionCipher | undefined
 
   constructor(options: EngineOptions) {
-    this.backend = options.backend
+    this.#cipher = options.encryption ? new SessionCipher(options.encryption) : undefined
+    this.backend = this.#cipher
+      ? encryptedBackend(options.backend, this.#cipher, VERSION_KEY)
+      : options.backend
     this.near = options.nearCache
     this.#userId = options.userId ?? passportUser
     this.#touchAfter = nonNegative('touchAfter', options.touchAfter, 60_000)
@@ -184,7 +200,12 @@ export class SessionEngine {
       versions: storedVersion === undefined ? [] : [storedVersion],
       loadSeq,
     }
+    if (isOpened(stored)) snapshot.reseal = stored.reseal
     const loaded = this.#decode(sid, snapshot)
+    const cipher = this.#cipher
+    if (cipher && loaded) {
+      snapshot.meta = resolveUser(cipher, snapshot.meta, this.userIdOf(loaded.data))
+    }
     if (loaded && near) near.fill(sid, snapshot, now)
     return loaded
   }
@@ -257,6 +278,9 @@ export class SessionEngine {
       }
       set[VERSION_KEY] = JSON.stringify(version)
       Object.assign(write, { mode: 'update', set, unset, replace: false, device: {} })
+      // Rotation: what an older key sealed is sealed again with the current one.
+      if (snapshot.reseal)
+        Object.assign(write, resealOf(snapshot.reseal, fields, write, snapshot.meta))
     }
 
     const near = this.near

@@ -114,6 +114,11 @@ export function applied(record: SessionRecord, write: SessionWrite): SessionReco
   const fields = write.replace ? {} : { ...record.f }
   Object.assign(fields, write.set)
   for (const name of write.unset) delete fields[name]
+  if (write.mode === 'update') {
+    for (const [name, { from, to }] of Object.entries(write.reseal ?? {})) {
+      if (record.f[name] === from) fields[name] = to
+    }
+  }
   const next: SessionRecord = {
     ...record,
     f: fields,
@@ -122,5 +127,10 @@ export function applied(record: SessionRecord, write: SessionWrite): SessionReco
   }
   if (write.userId === undefined) delete next.u
   else next.u = write.userId
+  // An update writes the device fields it carries (sealed again after a key rotation);
+  // a create of a session that exists keeps the device it was created from.
+  if (write.mode === 'update' && write.device.userAgent !== undefined)
+    next.a = write.device.userAgent
+  if (write.mode === 'update' && write.device.ip !== undefined) next.i = write.device.ip
   return next
 }

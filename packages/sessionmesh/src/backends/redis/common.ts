@@ -1,5 +1,10 @@
 import { createHash } from 'node:crypto'
-import { MalformedRecordError, type SessionMeta, type StoredSession } from '../../core/backend.js'
+import {
+  MalformedRecordError,
+  resealPairs,
+  type SessionMeta,
+  type StoredSession,
+} from '../../core/backend.js'
 import type { Send } from './client.js'
 
 /** Options both layouts share, resolved. */
@@ -192,12 +197,18 @@ export function writeArgs(
     write.userId ?? '',
     write.device.userAgent ?? '',
     write.device.ip ?? '',
+    resealArg(write),
     ...extra,
     String(set.length),
   ]
   for (const [name, value] of set) args.push(`.${name}`, value)
   for (const name of write.unset) args.push(`.${name}`)
   return args
+}
+
+/** The write's reseal as the scripts read it: JSON `{ key: [from, to] }`, or '' for none. */
+function resealArg(write: import('../../core/backend.js').SessionWrite): string {
+  return write.reseal && write.mode === 'update' ? JSON.stringify(resealPairs(write)) : ''
 }
 
 /** Counts and deletes across every primary with SCAN, never KEYS. */

@@ -111,14 +111,14 @@ local function prepare(key, tombstones)
   if maxLifetime > 0 then expiresAt = math.min(expiresAt, (created or now) + maxLifetime) end
   return { created = created, old = old, now = now, expiresAt = expiresAt, n = n }
 end
+-- The write's reseal (JSON { key: [from, to] } or ''), taken out of ARGV by the script.
+local RESEAL = ''
 -- Applies a prepared write to the session hash; returns nothing, fails on nothing.
 local function apply(key, w)
   local args = {'l', w.now, 'e', w.expiresAt}
   if not w.created then
     args[#args + 1] = 'c'
     args[#args + 1] = w.now
-    if ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
-    if ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
   elseif ARGV[4] == '1' then
     local stale = {}
     for _, name in ipairs(redis.call('HKEYS', key)) do
@@ -126,12 +126,28 @@ local function apply(key, w)
     end
     chunked('HDEL', key, stale, 1, #stale)
   end
+  -- The device: recorded when the session is created; an update writes the fields
+  -- it carries (sealed again after a key rotation).
+  if (not w.created or ARGV[3] == 'update') and ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
+  if (not w.created or ARGV[3] == 'update') and ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
   local uid = ARGV[8]
   if uid ~= '' and w.old ~= uid then args[#args + 1] = 'u'; args[#args + 1] = uid end
   if uid == '' and w.old then redis.call('HDEL', key, 'u') end
   for i = 12, 11 + 2 * w.n do args[#args + 1] = ARGV[i] end
   chunked('HSET', key, args, 1, #args)
   if #ARGV > 11 + 2 * w.n then chunked('HDEL', key, ARGV, 12 + 2 * w.n, #ARGV) end
+  -- A key is sealed again only where it still holds what the request loaded.
+  if RESEAL ~= '' and ARGV[3] == 'update' then
+    local ok, again = pcall(cjson.decode, RESEAL)
+    if ok and type(again) == 'table' then
+      for name, pair in pairs(again) do
+        if type(pair) == 'table' and type(pair[1]) == 'string' and type(pair[2]) == 'string'
+          and redis.call('HGET', key, '.' .. name) == pair[1] then
+          redis.call('HSET', key, '.' .. name, pair[2])
+        end
+      end
+    end
+  end
   redis.call('PEXPIREAT', key, w.expiresAt)
 end
 `
@@ -159,12 +175,14 @@ end
 `
   return {
     // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
-    // userAgent, ip, deadline, session limit (0 for none), its policy, tombstone ttl,
-    // the caller's name, #set fields, then field/value pairs, then fields to delete.
-    // The five after ip are taken out first, so that the rest is laid out as prepare() and apply()
-    // read it. Returns 1 when written, 0 when gone, 2 when a login was refused by
-    // the limit (nothing written), or the ids the limit revoked to make room.
+    // userAgent, ip, reseal, deadline, session limit (0 for none), its policy,
+    // tombstone ttl, the caller's name, #set fields, then field/value pairs, then
+    // fields to delete. The six after ip are taken out first, so that the rest is
+    // laid out as prepare() and apply() read it. Returns 1 when written, 0 when gone,
+    // 2 when a login was refused by the limit (nothing written), or the ids the
+    // limit revoked to make room.
     write: `${index}
+RESEAL = table.remove(ARGV, 11)
 local deadline = table.remove(ARGV, 11)
 local limit = tonumber(table.remove(ARGV, 11)) or 0
 local policy = table.remove(ARGV, 11)
@@ -332,6 +350,7 @@ export const clusterScripts = {
   // when the write would move the session to a user whose index was not joined:
   // a live session must never be missing from its user's index.
   write: `${COMMON}
+RESEAL = table.remove(ARGV, 11)
 local deadline = table.remove(ARGV, 11)
 local joined = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
