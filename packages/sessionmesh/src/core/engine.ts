@@ -31,6 +31,14 @@ import { debug, reportGone, reportMalformed, reportUnavailable } from './telemet
  */
 export const VERSION_KEY = '__smv'
 
+/**
+ * The stored top-level key a rotated-to session carries (`req.session.rotate` in
+ * `sessionmesh/express`): until when, in epoch ms, a request presenting the old
+ * id is served this session. Stripped from what the application sees, and never
+ * removed by a delta (it is not in {@link Snapshot.fields}).
+ */
+export const ROTATED_KEY = '__smr'
+
 /** What a request loaded: the base of its delta, and of the near cache's bookkeeping. */
 export interface Snapshot {
   /** The stored fields, without {@link VERSION_KEY}. Never mutated: shared with the near cache. */
@@ -42,6 +50,8 @@ export interface Snapshot {
   versions: readonly string[]
   /** The near cache's change counter when the load began. */
   loadSeq: number
+  /** Set on a session made by a rotation: see {@link ROTATED_KEY}. */
+  rotatedUntil?: number | undefined
 }
 
 /** A session as loaded: the data the application gets, and what it was loaded from. */
@@ -173,7 +183,7 @@ export class SessionEngine {
       throw error
     }
     if (!stored) return null
-    const { [VERSION_KEY]: encodedVersion, ...fields } = stored.fields
+    const { [VERSION_KEY]: encodedVersion, [ROTATED_KEY]: rotated, ...fields } = stored.fields
     const storedVersion = parseVersion(encodedVersion)
     const snapshot: Snapshot = {
       fields,
@@ -182,6 +192,7 @@ export class SessionEngine {
       versions: storedVersion === undefined ? [] : [storedVersion],
       loadSeq,
     }
+    if (rotated !== undefined) snapshot.rotatedUntil = Number(rotated)
     const loaded = this.#decode(sid, snapshot)
     if (loaded && near) near.fill(sid, snapshot, now)
     return loaded
@@ -286,7 +297,12 @@ export class SessionEngine {
     if (device.userAgent !== undefined && !snapshot) meta.userAgent = device.userAgent
     if (device.ip !== undefined && !snapshot) meta.ip = device.ip
     const versions = snapshot ? [...snapshot.versions.slice(-15), version] : [version]
-    const next: Snapshot = { fields, meta, version, versions, loadSeq: near?.seq ?? 0 }
+    // A rotation's marker is written once, with the whole session; kept out of the
+    // snapshot, no later delta removes it.
+    const { [ROTATED_KEY]: rotated, ...kept } = fields
+    const next: Snapshot = { fields: kept, meta, version, versions, loadSeq: near?.seq ?? 0 }
+    if (rotated !== undefined) next.rotatedUntil = Number(rotated)
+    else if (snapshot?.rotatedUntil !== undefined) next.rotatedUntil = snapshot.rotatedUntil
     near?.wrote(sid, next, snapshot, Date.now())
     // The next save of this request diffs against what was just written.
     next.loadSeq = near?.seq ?? 0

@@ -142,6 +142,18 @@ export class VerifiedCookies {
     return sid
   }
 
+  /**
+   * The id a rotation of `sid` moves the session to: a keyed hash of it, so that
+   * every node finds the new session from the old id during the grace window,
+   * and nobody without the secret can tell one from the other.
+   */
+  rotated(sid: string): string {
+    return createHmac('sha256', this.#secrets[0] as CipherKey)
+      .update(`sessionmesh:rotate:${sid}`)
+      .digest('base64url')
+      .slice(0, 32)
+  }
+
   /** The cookie value for `sid`, signed with the first secret. */
   value(sid: string): string {
     const known = this.#signed.get(sid)

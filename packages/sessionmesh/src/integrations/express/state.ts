@@ -1,10 +1,12 @@
 import type { ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import { encodeSession } from '../../core/codec.js'
-import type { Loaded, Snapshot } from '../../core/engine.js'
+import { type Loaded, ROTATED_KEY, type Snapshot } from '../../core/engine.js'
+import { SessionMeshError, StoreUnavailableError } from '../../core/errors.js'
 import { debug } from '../../core/telemetry.js'
 import { deviceOf } from '../../store.js'
 import { serializeCookie } from './cookie.js'
+import { sendToken } from './header.js'
 import { Session, SessionCookie, type SessionCookieOptions, type SessionHost } from './objects.js'
 import type { Config, RequestCookies, SessionRequest } from './options.js'
 
@@ -35,6 +37,10 @@ export class RequestState implements SessionHost {
   #baseFields: Fields | undefined
   /** The fields last saved (or loaded, unless `resave`): what "saved" compares to. */
   #savedFields: Fields | undefined
+  /** The id {@link #savedFields} were saved under. */
+  #savedId: string | undefined
+  /** The session this request was served in the old id's grace window after a rotation: its id is not sent. */
+  #forwardedId: string | undefined
   #endFields: Fields | undefined
   #touched = false
   #ending = false
@@ -85,6 +91,7 @@ export class RequestState implements SessionHost {
     const session = new Session(this, req, id, cookie)
     req.session = session
     this.#savedFields = undefined
+    this.#savedId = undefined
     if (initial) {
       this.#originalId = id
       this.#baseFields = encodeSession(session)
@@ -114,6 +121,7 @@ export class RequestState implements SessionHost {
     this.#originalId = session.id
     this.#baseFields = loaded.snapshot.fields
     this.#savedFields = this.#c.resave ? undefined : loaded.snapshot.fields
+    this.#savedId = session.id
     const version = loaded.snapshot.version
     // A client holding an older version would miss the near cache on every request.
     if (this.#c.near && version !== undefined && version !== presented) this.#version = version
@@ -135,6 +143,74 @@ export class RequestState implements SessionHost {
     if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id, 'regenerated')
     this.#destroyedId = session.id
     this.generate(false)
+  }
+
+  /**
+   * The session the old id (presented by this request) was rotated to, within the
+   * grace window: served, written to if the request changes it, but never sent.
+   */
+  forwarded(loaded: Loaded): void {
+    this.inflate(loaded, undefined)
+    this.#forwardedId = loaded.snapshot.rotatedUntil === undefined ? undefined : this.#req.sessionID
+  }
+
+  async rotate(session: Session): Promise<void> {
+    const req = this.#req
+    if (req.session !== session) {
+      throw new SessionMeshError(
+        'SESSIONMESH_ROTATE_FAILED',
+        'rotate() was called on a session that is no longer req.session',
+        409,
+      )
+    }
+    const oldId = session.id
+    const snapshot = this.#snapshotOf(session)
+    const source = this.#c.source
+    const userId = snapshot?.meta.userId
+    // The grace window only for a session that was already logged in as the user
+    // it still has: after a login it would hand the new session to whoever held
+    // the old, anonymous id (session fixation).
+    const grace =
+      snapshot !== undefined &&
+      this.#c.rotateGrace > 0 &&
+      userId !== undefined &&
+      source.userIdOf?.(session) === userId
+    const newId = grace ? this.#cookies.signer.rotated(oldId) : this.#c.genid(req)
+    // The cookie object moves across: the old Session is dead from here on.
+    const fresh = new Session(this, req, newId, session.cookie)
+    for (const key in session) if (!(key in fresh)) fresh[key] = session[key]
+    if (snapshot) {
+      const fields = encodeSession(fresh)
+      const written = grace
+        ? { ...fields, [ROTATED_KEY]: JSON.stringify(Date.now() + this.#c.rotateGrace) }
+        : fields
+      const device: { userAgent?: string; ip?: string } = {}
+      if (snapshot.meta.userAgent !== undefined) device.userAgent = snapshot.meta.userAgent
+      if (snapshot.meta.ip !== undefined) device.ip = snapshot.meta.ip
+      // The new session first: a failure here leaves the old one as it was.
+      const saved = await source.save(newId, fresh, undefined, device, written)
+      if (saved === undefined) {
+        throw new StoreUnavailableError('the session could not be rotated (fail-open skipped the write)')
+      }
+      if (saved === null) {
+        throw new SessionMeshError(
+          'SESSIONMESH_ROTATE_FAILED',
+          'the session could not be rotated: its new id was destroyed meanwhile',
+          409,
+        )
+      }
+      this.#setSnapshot(fresh, saved)
+      this.#savedFields = fields
+      this.#savedId = newId
+      if (this.#c.near) this.#version = saved.version
+      req.sessionID = newId
+      req.session = fresh
+      this.#destroyedId = oldId
+      await source.destroy(oldId, 'regenerated')
+    } else {
+      req.sessionID = newId
+      req.session = fresh
+    }
   }
 
   async destroy(session: Session): Promise<void> {
@@ -187,7 +263,10 @@ export class RequestState implements SessionHost {
     const saved = await this.#c.source.save(session.id, session, snapshot, device, fields)
     if (saved) {
       this.#setSnapshot(session, saved)
-      if (session === this.#req.session) this.#savedFields = fields
+      if (session === this.#req.session) {
+        this.#savedFields = fields
+        this.#savedId = session.id
+      }
       if (this.#c.near) this.#version = saved.version
     } else {
       // Refused (destroyed meanwhile) or skipped (fail-open outage): do not hand
@@ -290,7 +369,7 @@ export class RequestState implements SessionHost {
     }
     const saved =
       this.#savedFields !== undefined &&
-      this.#originalId === session.id &&
+      this.#savedId === session.id &&
       sameFields(fields, this.#savedFields)
     return !saved
   }
@@ -307,19 +386,28 @@ export class RequestState implements SessionHost {
     const c = this.#c
     const session = this.#req.session
     const cookies: string[] = []
+    let token: string | undefined
     if (!(session instanceof Session)) {
       if (this.#destroyedId !== undefined && this.#destroyedId === this.cookieId) {
         const options = this.#cookies.options
         cookies.push(expiredCookie(c.name, options))
         if (c.near) cookies.push(expiredCookie(c.versionName, options))
+        token = ''
       }
-    } else if (!this.#failed && !this.#degraded && typeof this.#req.sessionID === 'string') {
+    } else if (
+      !this.#failed &&
+      !this.#degraded &&
+      typeof this.#req.sessionID === 'string' &&
+      session.id !== this.#forwardedId
+    ) {
       this.#touchCookie(session)
       const cookie = session.cookie
       const allowed = !cookie.secure || this.#isSecure()
       try {
         if (allowed && this.#shouldSetCookie(session)) {
-          cookies.push(cookie.serialize(c.name, this.#cookies.signer.value(session.id)))
+          const value = this.#cookies.signer.value(session.id)
+          cookies.push(cookie.serialize(c.name, value))
+          token = value
         }
         if (allowed && this.#version !== undefined) {
           cookies.push(serializeCookie(c.versionName, this.#version, cookie.data))
@@ -328,10 +416,12 @@ export class RequestState implements SessionHost {
         // An invalid attribute the application set (an `expires` that is no date):
         // no cookie, and the error goes on, as under express-session.
         cookies.length = 0
+        token = undefined
         this.#passOn(error)
       }
     }
     if (cookies.length > 0) appendSetCookie(this.#res, cookies)
+    if (c.header && token !== undefined) sendToken(this.#res, c.header, token)
   }
 
   #isSecure(): boolean {
