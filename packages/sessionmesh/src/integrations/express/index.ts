@@ -273,16 +273,3 @@ function pathOf(req: SessionRequest): string {
   return (query === -1 ? url : url.slice(0, query)) || '/'
 }
 
-// `req.session` is typed by @types/express-session (for Express's Request); this
-// adds what this middleware's sessions can do besides. Without those types
-// installed there is nothing to add to, and TypeScript's `skipLibCheck` (the
-// usual setting) ignores it.
-declare module 'express-session' {
-  interface Session {
-    /**
-     * `sessionmesh/express` only: moves the session to a new id, keeping its data
-     * (the old id becomes a tombstone; the response sends the new cookie).
-     */
-    rotate(callback?: (error?: unknown) => void): this
-  }
-}
