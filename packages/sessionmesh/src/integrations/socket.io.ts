@@ -19,7 +19,12 @@ export type SessionMiddleware = {
 
 /** Options of {@link shareSession}. */
 export interface ShareSessionOptions {
-  /** The session middleware the HTTP app uses (same cookie name and secret). */
+  /**
+   * The session middleware the HTTP app uses (same cookie name and secret). With
+   * `session` from `sessionmesh/express` (and a `secret` option), a client may
+   * also connect with `auth: { session: token }`, the token being what the
+   * middleware's `header` option sends (or the cookie's value).
+   */
   session: SessionMiddleware
   /**
    * The store behind that middleware. When its backend publishes session events,
@@ -143,14 +148,32 @@ export async function shareSession(
     },
   )
 
+  const tokenId = (session as { sessionId?: (token: unknown) => string | undefined }).sessionId
   namespace.use((socket, next) => {
+    const bind = (sid: string | undefined, view: SessionData | null | undefined) => {
+      const userId = view ? userIdOf(view) : undefined
+      if (!sid || (requireLogin && userId === undefined)) return next(new Error('unauthorized'))
+      const bound: Bound = { sid, userId }
+      socket.data.sessionmesh = bound
+      next()
+    }
+    // A client without cookies (a native app, a header-session API client) hands
+    // over the token `sessionmesh/express` sent it in its `header`.
+    const token = (socket.handshake.auth as { session?: unknown } | undefined)?.session
+    if (token !== undefined) {
+      const sid = typeof tokenId === 'function' ? tokenId(token) : undefined
+      if (sid === undefined) return next(new Error('unauthorized'))
+      store.get(sid).then(
+        (view) => bind(view ? sid : undefined, view),
+        (error: unknown) => {
+          debug('handshake: cannot read session %s: %s', redactSid(sid), error)
+          next(new Error('session store unavailable'))
+        },
+      )
+      return
+    }
     const req = socket.request as IncomingMessage & { session?: SessionData; sessionID?: string }
-    const sid = req.sessionID
-    const userId = req.session ? userIdOf(req.session) : undefined
-    if (!sid || (requireLogin && userId === undefined)) return next(new Error('unauthorized'))
-    const bound: Bound = { sid, userId }
-    socket.data.sessionmesh = bound
-    next()
+    bind(req.sessionID, req.session)
   })
 
   namespace.on('connection', (socket) => {
