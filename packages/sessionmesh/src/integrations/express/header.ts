@@ -64,7 +64,12 @@ export function sendToken(res: ServerResponse, header: HeaderConfig, token: stri
   res.setHeader(header.name, header.bearer && token !== '' ? `Bearer ${token}` : token)
   const exposed = res.getHeader('access-control-expose-headers')
   const list = exposed === undefined ? '' : String(exposed)
-  if (!list.toLowerCase().split(/\s*,\s*/).includes(header.name)) {
+  if (
+    !list
+      .toLowerCase()
+      .split(/\s*,\s*/)
+      .includes(header.name)
+  ) {
     res.setHeader('access-control-expose-headers', list ? `${list}, ${header.name}` : header.name)
   }
 }

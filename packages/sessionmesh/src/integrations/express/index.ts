@@ -272,4 +272,3 @@ function pathOf(req: SessionRequest): string {
   const query = url.indexOf('?')
   return (query === -1 ? url : url.slice(0, query)) || '/'
 }
-

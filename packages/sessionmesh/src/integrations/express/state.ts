@@ -190,7 +190,9 @@ export class RequestState implements SessionHost {
       // The new session first: a failure here leaves the old one as it was.
       const saved = await source.save(newId, fresh, undefined, device, written)
       if (saved === undefined) {
-        throw new StoreUnavailableError('the session could not be rotated (fail-open skipped the write)')
+        throw new StoreUnavailableError(
+          'the session could not be rotated (fail-open skipped the write)',
+        )
       }
       if (saved === null) {
         throw new SessionMeshError(
@@ -208,6 +210,9 @@ export class RequestState implements SessionHost {
       this.#destroyedId = oldId
       await source.destroy(oldId, 'regenerated')
     } else {
+      // Never stored: only the id changes, and what "modified" means does not
+      // (an untouched anonymous session that rotates is still not saved).
+      if (this.#originalId === oldId) this.#originalId = newId
       req.sessionID = newId
       req.session = fresh
     }
