@@ -8,8 +8,8 @@ import { join } from 'node:path'
 import express from 'express'
 import session from 'express-session'
 import passport from 'passport'
-import { session as sessionmeshSession } from 'sessionmesh/express'
 import { Strategy as LocalStrategy } from 'passport-local'
+import { session as sessionmeshSession } from 'sessionmesh/express'
 
 /** The name of the session cookie. Letters only, so that nginx can hash it ($cookie_sessionmesh). */
 export const COOKIE_NAME = 'sessionmesh'

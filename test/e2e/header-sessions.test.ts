@@ -17,11 +17,9 @@ const sockets: Socket[] = []
 
 beforeAll(async () => {
   redis = await RedisServer.start()
-  cluster = await Cluster.start(
-    ['--nodes', '3', '--redis', redis.url],
-    await freePortRange(4),
-    { SESSIONMESH_SESSION_HEADER: HEADER },
-  )
+  cluster = await Cluster.start(['--nodes', '3', '--redis', redis.url], await freePortRange(4), {
+    SESSIONMESH_SESSION_HEADER: HEADER,
+  })
 })
 afterAll(async () => {
   for (const socket of sockets) socket.disconnect()

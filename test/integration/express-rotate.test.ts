@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import express, { type NextFunction, type Request, type Response } from 'express'
 import expressSession from 'express-session'
 import { createClient } from 'redis'
+import type { SessionStore } from 'sessionmesh'
 import { session } from 'sessionmesh/express'
 import { redisBackend } from 'sessionmesh/redis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -12,6 +13,13 @@ import { RedisServer } from '../support/redis-server.js'
 // req.session.rotate() over real HTTP and a private redis-server: a new id with
 // the same data, the old id a tombstone, the user index moved, passport intact,
 // and requests already on their way when the id changes not logged out.
+
+// What an application writes once to call rotate() under @types/express-session (docs/middleware.md).
+declare module 'express-session' {
+  interface Session {
+    rotate(callback?: (error?: unknown) => void): this
+  }
+}
 
 type RedisClient = ReturnType<typeof createClient>
 type Data = Record<string, unknown>
@@ -124,7 +132,9 @@ async function start(options: { rotateGrace?: number; store?: expressSession.Sto
       }),
   )
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-  return { url, sessions, prefix, gate: { waiting, release } }
+  // A SessionStore unless a foreign store was given (and then unused by the tests).
+  const store = sessions.store as SessionStore
+  return { url, sessions: { store }, prefix, gate: { waiting, release } }
 }
 
 /** A cookie jar for one session cookie; `cookie` can be pinned to replay an old one. */
