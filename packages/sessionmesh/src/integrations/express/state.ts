@@ -1,14 +1,14 @@
 import type { ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import { encodeSession } from '../../core/codec.js'
-import { type Loaded, ROTATED_KEY, type Snapshot } from '../../core/engine.js'
-import { SessionMeshError, StoreUnavailableError } from '../../core/errors.js'
+import type { Loaded, Snapshot } from '../../core/engine.js'
 import { debug } from '../../core/telemetry.js'
 import { deviceOf } from '../../store.js'
-import { serializeCookie } from './cookie.js'
+import { appendSetCookie, expiredCookie, serializeCookie } from './cookie.js'
 import { sendToken } from './header.js'
-import { Session, SessionCookie, type SessionCookieOptions, type SessionHost } from './objects.js'
+import { Session, SessionCookie, type SessionHost } from './objects.js'
 import type { Config, RequestCookies, SessionRequest } from './options.js'
+import { checkRotated, notCurrent, planRotation } from './rotate.js'
 
 type Fields = Record<string, string>
 type End = ServerResponse['end']
@@ -156,64 +156,32 @@ export class RequestState implements SessionHost {
 
   async rotate(session: Session): Promise<void> {
     const req = this.#req
-    if (req.session !== session) {
-      throw new SessionMeshError(
-        'SESSIONMESH_ROTATE_FAILED',
-        'rotate() was called on a session that is no longer req.session',
-        409,
-      )
-    }
+    if (req.session !== session) throw notCurrent()
     const oldId = session.id
     const snapshot = this.#snapshotOf(session)
-    const source = this.#c.source
-    const userId = snapshot?.meta.userId
-    // The grace window only for a session that was already logged in as the user
-    // it still has: after a login it would hand the new session to whoever held
-    // the old, anonymous id (session fixation).
-    const grace =
-      snapshot !== undefined &&
-      this.#c.rotateGrace > 0 &&
-      userId !== undefined &&
-      source.userIdOf?.(session) === userId
-    const newId = grace ? this.#cookies.signer.rotated(oldId) : this.#c.genid(req)
+    const plan = planRotation(this.#c, this.#cookies.signer, req, session, snapshot)
     // The cookie object moves across: the old Session is dead from here on.
-    const fresh = new Session(this, req, newId, session.cookie)
+    const fresh = new Session(this, req, plan.newId, session.cookie)
     for (const key in session) if (!(key in fresh)) fresh[key] = session[key]
     if (snapshot) {
       const fields = encodeSession(fresh)
-      const written = grace
-        ? { ...fields, [ROTATED_KEY]: JSON.stringify(Date.now() + this.#c.rotateGrace) }
-        : fields
-      const device: { userAgent?: string; ip?: string } = {}
-      if (snapshot.meta.userAgent !== undefined) device.userAgent = snapshot.meta.userAgent
-      if (snapshot.meta.ip !== undefined) device.ip = snapshot.meta.ip
       // The new session first: a failure here leaves the old one as it was.
-      const saved = await source.save(newId, fresh, undefined, device, written)
-      if (saved === undefined) {
-        throw new StoreUnavailableError(
-          'the session could not be rotated (fail-open skipped the write)',
-        )
-      }
-      if (saved === null) {
-        throw new SessionMeshError(
-          'SESSIONMESH_ROTATE_FAILED',
-          'the session could not be rotated: its new id was destroyed meanwhile',
-          409,
-        )
-      }
+      const saved = checkRotated(
+        await this.#c.source.save(plan.newId, fresh, undefined, plan.device, plan.marked(fields)),
+      )
       this.#setSnapshot(fresh, saved)
       this.#savedFields = fields
-      this.#savedId = newId
+      this.#savedId = plan.newId
       if (this.#c.near) this.#version = saved.version
-      req.sessionID = newId
+      req.sessionID = plan.newId
       req.session = fresh
       this.#destroyedId = oldId
-      await source.destroy(oldId, 'regenerated')
+      await this.#c.source.destroy(oldId, 'regenerated')
     } else {
       // Never stored: only the id changes, and what "modified" means does not
       // (an untouched anonymous session that rotates is still not saved).
-      if (this.#originalId === oldId) this.#originalId = newId
-      req.sessionID = newId
+      if (this.#originalId === oldId) this.#originalId = plan.newId
+      req.sessionID = plan.newId
       req.session = fresh
     }
   }
@@ -450,24 +418,4 @@ function sameFields(a: Fields, b: Fields | undefined): boolean {
   }
   for (const _ in b) count--
   return count === 0
-}
-
-function appendSetCookie(res: ServerResponse, cookies: string[]): void {
-  const previous = res.getHeader('set-cookie')
-  if (previous === undefined) res.setHeader('set-cookie', cookies)
-  else if (Array.isArray(previous)) res.setHeader('set-cookie', [...previous, ...cookies])
-  else res.setHeader('set-cookie', [String(previous), ...cookies])
-}
-
-/** A `Set-Cookie` that makes the browser drop cookie `name`. */
-function expiredCookie(name: string, cookie: SessionCookieOptions): string {
-  return serializeCookie(name, '', {
-    domain: cookie.domain,
-    path: cookie.path ?? '/',
-    expires: new Date(0),
-    httpOnly: cookie.httpOnly ?? true,
-    secure: cookie.secure === true,
-    sameSite: cookie.sameSite === 'auto' ? undefined : cookie.sameSite,
-    partitioned: cookie.partitioned,
-  })
 }
