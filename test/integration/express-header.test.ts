@@ -16,6 +16,12 @@ import { closedByServer, connected, refused } from '../support/sockets.js'
 // no cookie jar logs in, is served, is cut off by revocation and expiry, on HTTP
 // and on socket.io (handshake `auth.session`); bad header values are no session.
 
+declare module 'express-session' {
+  interface Session {
+    rotate(callback?: (error?: unknown) => void): this
+  }
+}
+
 type RedisClient = ReturnType<typeof createClient>
 type Data = Record<string, unknown>
 
@@ -39,7 +45,7 @@ afterAll(async () => {
   await redis?.stop()
 })
 
-async function start(header: string, maxAge = 3_600_000) {
+async function start(header: string, maxAge = 3_600_000, rotateGrace = 0) {
   const sessions = session({
     backend: redisBackend({ client, prefix: `hdr${++prefixes}:` }),
     secret: 'k',
@@ -48,6 +54,7 @@ async function start(header: string, maxAge = 3_600_000) {
     header,
     cookie: { maxAge },
     timeout: 5_000,
+    rotateGrace,
   })
   const auth = testPassport()
   const app = express()
@@ -62,6 +69,9 @@ async function start(header: string, maxAge = 3_600_000) {
   app.put('/note', (req, res) => {
     ;(req.session as unknown as Data).note = 'n'
     res.json({})
+  })
+  app.post('/rotate', (req, res, next) => {
+    req.session.rotate((error) => (error ? next(error) : res.json({ sid: req.sessionID })))
   })
   app.post('/logout', (req, res, next) => {
     req.session.destroy((error) => (error ? next(error) : res.sendStatus(204)))
@@ -174,6 +184,21 @@ describe('header sessions', () => {
     // A header that does not verify does not hide a good cookie.
     const badHeader = await fetch(`${url}/me`, { headers: { cookie, 'x-session-id': 's:x.y' } })
     expect(((await badHeader.json()) as Data).user).toEqual({ id: 'bob' })
+  })
+
+  it('a rotation sends the new token in the header; the old token is refused', async () => {
+    const { url } = await start('authorization')
+    const api = new HeaderClient(url, 'authorization')
+    await api.login('gil')
+    const old = api.token as string
+    const rotated = await api.request('POST', '/rotate')
+    expect(rotated.status).toBe(200)
+    expect(rotated.value).toBe(`Bearer ${api.token}`)
+    expect(sidOf(api.token)).toBe(rotated.body.sid)
+    expect(api.token).not.toBe(old)
+    expect((await api.request('GET', '/me')).body.user).toEqual({ id: 'gil' })
+    const replay = await api.request('GET', '/me', undefined, { authorization: `Bearer ${old}` })
+    expect(replay.status).toBe(401)
   })
 
   it('revocation and expiry cut a header client off', async () => {
