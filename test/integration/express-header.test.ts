@@ -306,4 +306,34 @@ describe('header sessions on socket.io (handshake auth.session)', () => {
     // The revoked token no longer opens a socket.
     expect(await refused(open({ session: api.token }))).toBe('unauthorized')
   })
+
+  it('a rotation moves the sockets to the new id (same user) instead of closing them; without a grace window they close', async () => {
+    for (const grace of [5_000, 0]) {
+      const { url, sessions } = await start('x-session-id', 3_600_000, grace)
+      const api = new HeaderClient(url, 'x-session-id')
+      await api.login('hal')
+      const socket = connect(url, {
+        transports: ['websocket'],
+        reconnection: false,
+        auth: { session: api.token },
+      })
+      sockets.push(socket)
+      await connected(socket)
+      const closed = closedByServer(socket)
+      const rotated = await api.request('POST', '/rotate')
+      expect(rotated.status).toBe(200)
+      if (grace === 0) {
+        expect((await closed).reason).toBe('revoked/io server disconnect')
+        continue
+      }
+      const early = await Promise.race([
+        closed.then(() => 'closed'),
+        new Promise((resolve) => setTimeout(resolve, 500, 'open')),
+      ])
+      expect(early).toBe('open')
+      // Now bound to the new id: revoking that one closes it.
+      await sessions.store.revokeSession(String(rotated.body.sid))
+      expect((await closed).reason).toBe('revoked/io server disconnect')
+    }
+  })
 })

@@ -193,6 +193,8 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
       const value = bareToken(token.replace(/^\s*bearer[ \t]+/i, ''))
       return value === undefined ? undefined : fixedSigner.sid(value)
     },
+    rotatedId: (sid: string) =>
+      fixedSigner && config.rotateGrace > 0 ? fixedSigner.rotated(sid) : undefined,
     close: async () => {
       await near?.close()
       // The lifecycle bus subscription and metrics of an engine this middleware made.

@@ -126,6 +126,13 @@ export interface SessionMiddleware<S extends SessionStore | ForeignStore = Sessi
    * The socket.io binding uses it for the handshake's `auth.session`.
    */
   sessionId(token: unknown): string | undefined
+  /**
+   * The id a rotation with a grace window moves session `sid` to (see
+   * `rotateGrace`), so that the socket.io binding can move the sockets of a
+   * rotated session instead of closing them; `undefined` without a `secret`
+   * option or with `rotateGrace: 0`.
+   */
+  rotatedId(sid: string): string | undefined
   /** Unsubscribes the near cache (and the lifecycle events' bus, see the store's `session` event). The backend and its client stay open. */
   close(): Promise<void>
 }
