@@ -49,6 +49,8 @@ export class RequestState implements SessionHost {
   #headersDone = false
   /** A save failed or was refused: send no session cookie. */
   #failed = false
+  /** An explicit `save()` failed: the application was told, and answers; the end does not save again. */
+  #saveFailed: Session | undefined
   /** Fail-open outage: an anonymous session that is never saved nor sent. */
   #degraded = false
   #destroyedId: string | undefined
@@ -128,7 +130,12 @@ export class RequestState implements SessionHost {
   }
 
   async save(session: Session): Promise<void> {
-    await this.#save(session, encodeSession(session))
+    try {
+      await this.#save(session, encodeSession(session))
+    } catch (error) {
+      this.#saveFailed = session
+      throw error
+    }
   }
 
   async reload(session: Session): Promise<void> {
@@ -302,6 +309,12 @@ export class RequestState implements SessionHost {
     }
     // Other middleware replaced the id with something that is not one: nothing to save.
     if (this.#degraded || typeof req.sessionID !== 'string') return undefined
+    // Saving again would most likely fail again, and replace the application's
+    // own answer to the first failure (its error handler's) with Express's.
+    if (this.#saveFailed === session) {
+      this.#failed = true
+      return undefined
+    }
     this.#touchCookie(session)
     const fields = encodeSession(session)
     this.#endFields = fields
