@@ -9,6 +9,7 @@ import express from 'express'
 import session from 'express-session'
 import passport from 'passport'
 import { Strategy as LocalStrategy } from 'passport-local'
+import { session as sessionmeshSession } from 'sessionmesh/express'
 
 /** The name of the session cookie. Letters only, so that nginx can hash it ($cookie_sessionmesh). */
 export const COOKIE_NAME = 'sessionmesh'
@@ -64,6 +65,9 @@ export function sessionHandle(sid) {
  *   default `'loopback'`: nginx runs on this host, and only its X-Forwarded-* count.
  * @param {() => boolean} [options.draining] true once the node is shutting down
  * @param {number} [options.sessionMaxAge] idle lifetime of a session in ms; default one week
+ * @param {string} [options.sessionHeader] also accept the session from this request header
+ *   (`sessionmesh/express`'s `header` option, e.g. `x-session-id` or `authorization`), for
+ *   clients without cookies; the middleware is then sessionmesh's instead of express-session
  */
 export function createApp(options) {
   const { store, nodeId, logger } = options
@@ -90,7 +94,7 @@ export function createApp(options) {
     done(null, user ?? false)
   })
 
-  const sessionMiddleware = session({
+  const sessionOptions = {
     name: COOKIE_NAME,
     store,
     secret: options.secret,
@@ -102,7 +106,11 @@ export function createApp(options) {
       secure: 'auto',
       maxAge: options.sessionMaxAge ?? 7 * 24 * 3_600_000,
     },
-  })
+  }
+  // Header sessions are a sessionmesh/express option; the same cookies either way.
+  const sessionMiddleware = options.sessionHeader
+    ? sessionmeshSession({ ...sessionOptions, header: options.sessionHeader })
+    : session(sessionOptions)
 
   app.use((_req, res, next) => {
     res.setHeader('X-Served-By', nodeId)

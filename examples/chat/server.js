@@ -5,7 +5,9 @@
 // optionally HOST, DEMO_PASSWORD, SESSION_MAX_AGE_MS (idle session lifetime), LOG_LEVEL,
 // SESSIONMESH_ADAPTER = streams (default) or classic (the chat's socket.io adapter),
 // TRUST_PROXY (the nginx address(es) whose X-Forwarded-* count, comma-separated;
-// default loopback) and SESSIONMESH_TIMEOUT_MS (longest wait for one store call).
+// default loopback), SESSIONMESH_TIMEOUT_MS (longest wait for one store call) and
+// SESSIONMESH_SESSION_HEADER (e.g. x-session-id or authorization: clients without
+// cookies send the session token there, and the chat accepts auth: { session }).
 // Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql, tiered
 // or memcached (servers in MEMCACHED_SERVERS, default 127.0.0.1:11211),
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
@@ -93,6 +95,7 @@ async function openBackend({ store, client, database = {} }) {
  * @param {'streams' | 'classic'} [options.adapter] the chat's socket.io Redis adapter
  * @param {string} [options.trustProxy] Express's `trust proxy`: nginx's address(es); default loopback
  * @param {number} [options.timeout] the store's longest wait for one backend call, in ms
+ * @param {string} [options.sessionHeader] the request header that may carry the session token
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -145,6 +148,7 @@ export async function startNode(options) {
     draining: () => draining,
     ...(options.trustProxy ? { trustProxy: options.trustProxy } : {}),
     ...(options.sessionMaxAge ? { sessionMaxAge: options.sessionMaxAge } : {}),
+    ...(options.sessionHeader ? { sessionHeader: options.sessionHeader } : {}),
   })
   // Scraped on each node's own port; nginx (which sets X-Forwarded-For) does not pass it on.
   app.get('/metrics', async (req, res, next) => {
@@ -265,6 +269,9 @@ async function main() {
     ...(process.env.TRUST_PROXY ? { trustProxy: process.env.TRUST_PROXY } : {}),
     ...(process.env.SESSIONMESH_TIMEOUT_MS
       ? { timeout: Number(process.env.SESSIONMESH_TIMEOUT_MS) }
+      : {}),
+    ...(process.env.SESSIONMESH_SESSION_HEADER
+      ? { sessionHeader: process.env.SESSIONMESH_SESSION_HEADER }
       : {}),
   })
   // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,

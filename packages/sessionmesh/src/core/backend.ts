@@ -75,8 +75,8 @@ export interface SessionWrite {
  * Why a session ended. `logout`: the app destroyed it (`req.session.destroy`,
  * `store.destroy`); `revoked`: `revokeSession`, `revokeUserSessions` or the
  * `sessionmesh sessions` CLI; `regenerated`: replaced by a new id
- * (`req.session.regenerate`, passport's login), reported even when the old id had
- * never been saved; `expired`: its lifetime ran out (seen by the socket.io binding,
+ * (`req.session.regenerate`, passport's login, `sessionmesh/express`'s
+ * `req.session.rotate`), reported even when the old id had never been saved; `expired`: its lifetime ran out (seen by the socket.io binding,
  * which watches sessions with sockets); `limit`: ended by `maxSessionsPerUser`
  * (`onSessionLimit: 'revoke-oldest'`) when its user logged in once too often;
  * `unknown`: another process ended it without saying why (a release before

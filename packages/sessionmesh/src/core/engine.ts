@@ -41,6 +41,14 @@ import { debug, reportGone, reportMalformed, reportUnavailable } from './telemet
  */
 export const VERSION_KEY = '__smv'
 
+/**
+ * The stored top-level key a rotated-to session carries (`req.session.rotate` in
+ * `sessionmesh/express`): until when, in epoch ms, a request presenting the old
+ * id is served this session. Stripped from what the application sees, and never
+ * removed by a delta (it is not in {@link Snapshot.fields}).
+ */
+export const ROTATED_KEY = '__smr'
+
 /** What a request loaded: the base of its delta, and of the near cache's bookkeeping. */
 export interface Snapshot {
   /** The stored fields, without {@link VERSION_KEY}. Never mutated: shared with the near cache. */
@@ -54,6 +62,8 @@ export interface Snapshot {
   loadSeq: number
   /** With encryption: what was sealed with an older key, for the next write to seal again. */
   reseal?: Reseal
+  /** Set on a session made by a rotation: see {@link ROTATED_KEY}. */
+  rotatedUntil?: number | undefined
 }
 
 /** A session as loaded: the data the application gets, and what it was loaded from. */
@@ -191,7 +201,7 @@ export class SessionEngine {
       throw error
     }
     if (!stored) return null
-    const { [VERSION_KEY]: encodedVersion, ...fields } = stored.fields
+    const { [VERSION_KEY]: encodedVersion, [ROTATED_KEY]: rotated, ...fields } = stored.fields
     const storedVersion = parseVersion(encodedVersion)
     const snapshot: Snapshot = {
       fields,
@@ -201,6 +211,7 @@ export class SessionEngine {
       loadSeq,
     }
     if (isOpened(stored)) snapshot.reseal = stored.reseal
+    if (rotated !== undefined) snapshot.rotatedUntil = Number(rotated)
     const loaded = this.#decode(sid, snapshot)
     const cipher = this.#cipher
     if (cipher && loaded) {
@@ -326,7 +337,12 @@ export class SessionEngine {
     if (device.userAgent !== undefined && !snapshot) meta.userAgent = device.userAgent
     if (device.ip !== undefined && !snapshot) meta.ip = device.ip
     const versions = snapshot ? [...snapshot.versions.slice(-15), version] : [version]
-    const next: Snapshot = { fields, meta, version, versions, loadSeq: near?.seq ?? 0 }
+    // A rotation's marker is written once, with the whole session; kept out of the
+    // snapshot, no later delta removes it.
+    const { [ROTATED_KEY]: rotated, ...kept } = fields
+    const next: Snapshot = { fields: kept, meta, version, versions, loadSeq: near?.seq ?? 0 }
+    if (rotated !== undefined) next.rotatedUntil = Number(rotated)
+    else if (snapshot?.rotatedUntil !== undefined) next.rotatedUntil = snapshot.rotatedUntil
     near?.wrote(sid, next, snapshot, Date.now())
     // The next save of this request diffs against what was just written.
     next.loadSeq = near?.seq ?? 0

@@ -17,6 +17,8 @@ export const ErrorCode = {
   NOT_SUPPORTED: 'SESSIONMESH_NOT_SUPPORTED',
   /** A login was refused: the user has `maxSessionsPerUser` sessions (`onSessionLimit: 'refuse'`). HTTP 409. */
   SESSION_LIMIT: 'SESSIONMESH_SESSION_LIMIT',
+  /** `req.session.rotate()` could not move the session (a stale `req.session`, or the new id was destroyed meanwhile); nothing was lost. HTTP 409. */
+  ROTATE_FAILED: 'SESSIONMESH_ROTATE_FAILED',
 } as const
 
 /** One of the values of {@link ErrorCode}. */

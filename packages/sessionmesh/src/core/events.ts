@@ -2,11 +2,10 @@ import { randomBytes } from 'node:crypto'
 import diagnostics from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
 import type { Backend, DestroyReason, SessionEvent } from './backend.js'
-
-export type { DestroyReason } from './backend.js'
-
 import { redactSid } from './errors.js'
 import { debug } from './telemetry.js'
+
+export type { DestroyReason } from './backend.js'
 
 /**
  * A session lifecycle event. `origin: 'local'`: this process did it (or, for

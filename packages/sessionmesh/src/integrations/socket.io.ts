@@ -19,7 +19,12 @@ export type SessionMiddleware = {
 
 /** Options of {@link shareSession}. */
 export interface ShareSessionOptions {
-  /** The session middleware the HTTP app uses (same cookie name and secret). */
+  /**
+   * The session middleware the HTTP app uses (same cookie name and secret). With
+   * `session` from `sessionmesh/express` (and a `secret` option), a client may
+   * also connect with `auth: { session: token }`, the token being what the
+   * middleware's `header` option sends (or the cookie's value).
+   */
   session: SessionMiddleware
   /**
    * The store behind that middleware. When its backend publishes session events,
@@ -143,14 +148,32 @@ export async function shareSession(
     },
   )
 
+  const tokenId = (session as { sessionId?: (token: unknown) => string | undefined }).sessionId
   namespace.use((socket, next) => {
+    const bind = (sid: string | undefined, view: SessionData | null | undefined) => {
+      const userId = view ? userIdOf(view) : undefined
+      if (!sid || (requireLogin && userId === undefined)) return next(new Error('unauthorized'))
+      const bound: Bound = { sid, userId }
+      socket.data.sessionmesh = bound
+      next()
+    }
+    // A client without cookies (a native app, a header-session API client) hands
+    // over the token `sessionmesh/express` sent it in its `header`.
+    const token = (socket.handshake.auth as { session?: unknown } | undefined)?.session
+    if (token !== undefined) {
+      const sid = typeof tokenId === 'function' ? tokenId(token) : undefined
+      if (sid === undefined) return next(new Error('unauthorized'))
+      store.get(sid).then(
+        (view) => bind(view ? sid : undefined, view),
+        (error: unknown) => {
+          debug('handshake: cannot read session %s: %s', redactSid(sid), error)
+          next(new Error('session store unavailable'))
+        },
+      )
+      return
+    }
     const req = socket.request as IncomingMessage & { session?: SessionData; sessionID?: string }
-    const sid = req.sessionID
-    const userId = req.session ? userIdOf(req.session) : undefined
-    if (!sid || (requireLogin && userId === undefined)) return next(new Error('unauthorized'))
-    const bound: Bound = { sid, userId }
-    socket.data.sessionmesh = bound
-    next()
+    bind(req.sessionID, req.session)
   })
 
   namespace.on('connection', (socket) => {
@@ -159,17 +182,57 @@ export async function shareSession(
     if (userId !== undefined) socket.join(userRoom(userId))
     void watch(sid)
     // Any event from the client counts as activity: extend the session's expiry,
-    // at most as often as the store's lazy touch allows.
+    // at most as often as the store's lazy touch allows. The id is read each
+    // time: a rotation moves the socket to the new one.
     socket.use((_packet, next) => {
-      const entry = watched.get(sid)
+      const current = boundOf(socket).sid
+      const entry = watched.get(current)
       if (entry)
-        void store.touch(sid, entry.view).catch((error) => debug('touch failed: %s', error))
+        void store.touch(current, entry.view).catch((error) => debug('touch failed: %s', error))
       next()
     })
     socket.on('disconnect', () => {
-      if (!namespace.adapter.rooms.get(sessionRoom(sid))?.size) watched.delete(sid)
+      const current = boundOf(socket).sid
+      if (!namespace.adapter.rooms.get(sessionRoom(current))?.size) watched.delete(current)
     })
   })
+
+  const rotatedId = (session as { rotatedId?: (sid: string) => string | undefined }).rotatedId
+  /**
+   * A session gone from under its sockets may have been rotated (`req.session.rotate()`
+   * in `sessionmesh/express`): then its sockets move to the new id, if it has the
+   * same user, instead of being closed. True when they moved.
+   */
+  async function follow(sid: string): Promise<boolean> {
+    const to = typeof rotatedId === 'function' ? rotatedId(sid) : undefined
+    if (to === undefined) return false
+    let view: SessionData | null
+    try {
+      view = await store.get(to)
+    } catch {
+      return false
+    }
+    if (!view) return false
+    const userId = userIdOf(view)
+    const sockets = await namespace.in(sessionRoom(sid)).local.fetchSockets()
+    if (sockets.some((socket) => (socket.data.sessionmesh as Bound | undefined)?.userId !== userId))
+      return false
+    for (const socket of sockets) {
+      socket.data.sessionmesh = { sid: to, userId } satisfies Bound
+      socket.join(sessionRoom(to))
+      socket.leave(sessionRoom(sid))
+    }
+    watched.delete(sid)
+    recheck.delete(sid)
+    debug('session %s rotated: its sockets follow', redactSid(sid))
+    void watch(to)
+    return true
+  }
+
+  /** The session is gone: its sockets follow a rotation, or are closed. */
+  async function gone(sid: string, reason: SessionEndReason): Promise<void> {
+    if (!(await follow(sid))) end(sid, reason)
+  }
 
   /** Reads the session now and schedules the next expiry check, or ends it. */
   async function watch(sid: string, missing: SessionEndReason = 'revoked'): Promise<void> {
@@ -191,7 +254,8 @@ export async function shareSession(
     if (!view) {
       // Gone before its known expiry: destroyed (the event may still be on its way).
       const known = watched.get(sid)
-      return end(sid, known && Date.now() >= known.checkAt ? 'expired' : missing)
+      if (known && Date.now() >= known.checkAt) return end(sid, 'expired')
+      return gone(sid, missing)
     }
     const sockets = await namespace.in(sessionRoom(sid)).local.fetchSockets()
     const userId = userIdOf(view)
@@ -218,7 +282,7 @@ export async function shareSession(
 
   function onEvent(event: SessionEvent): void {
     if (!namespace.adapter.rooms.get(sessionRoom(event.sid))?.size) return
-    if (event.type === 'destroyed') end(event.sid, 'revoked')
+    if (event.type === 'destroyed') void gone(event.sid, 'revoked')
     else void watch(event.sid)
   }
 

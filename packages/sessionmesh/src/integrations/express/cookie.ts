@@ -1,4 +1,5 @@
 import { type CipherKey, createHmac, timingSafeEqual } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
 import { InvalidOptionError } from '../../core/errors.js'
 
 /**
@@ -142,6 +143,18 @@ export class VerifiedCookies {
     return sid
   }
 
+  /**
+   * The id a rotation of `sid` moves the session to: a keyed hash of it, so that
+   * every node finds the new session from the old id during the grace window,
+   * and nobody without the secret can tell one from the other.
+   */
+  rotated(sid: string): string {
+    return createHmac('sha256', this.#secrets[0] as CipherKey)
+      .update(`sessionmesh:rotate:${sid}`)
+      .digest('base64url')
+      .slice(0, 32)
+  }
+
   /** The cookie value for `sid`, signed with the first secret. */
   value(sid: string): string {
     const known = this.#signed.get(sid)
@@ -151,4 +164,35 @@ export class VerifiedCookies {
     this.#signed.set(sid, value)
     return value
   }
+}
+
+/** Adds `cookies` to the response's `Set-Cookie`, after any the application set. */
+export function appendSetCookie(res: ServerResponse, cookies: string[]): void {
+  const previous = res.getHeader('set-cookie')
+  if (previous === undefined) res.setHeader('set-cookie', cookies)
+  else if (Array.isArray(previous)) res.setHeader('set-cookie', [...previous, ...cookies])
+  else res.setHeader('set-cookie', [String(previous), ...cookies])
+}
+
+/** The session cookie's options that {@link expiredCookie} repeats (a `SessionCookieOptions`). */
+interface DroppedCookie {
+  domain?: string
+  path?: string
+  httpOnly?: boolean
+  secure?: boolean | 'auto'
+  sameSite?: boolean | 'lax' | 'strict' | 'none' | 'auto'
+  partitioned?: boolean
+}
+
+/** A `Set-Cookie` that makes the browser drop cookie `name`. */
+export function expiredCookie(name: string, cookie: DroppedCookie): string {
+  return serializeCookie(name, '', {
+    domain: cookie.domain,
+    path: cookie.path ?? '/',
+    expires: new Date(0),
+    httpOnly: cookie.httpOnly ?? true,
+    secure: cookie.secure === true,
+    sameSite: cookie.sameSite === 'auto' ? undefined : cookie.sameSite,
+    partitioned: cookie.partitioned,
+  })
 }

@@ -1,12 +1,13 @@
 import { type CipherKey, KeyObject, randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { memoryBackend } from '../../backends/memory.js'
-import { type Loaded, SessionEngine } from '../../core/engine.js'
+import { type Loaded, nonNegative, SessionEngine } from '../../core/engine.js'
 import { InvalidOptionError } from '../../core/errors.js'
 import { NearCache, startNearCache } from '../../core/near-cache.js'
 import { recorderFor } from '../../metrics.js'
 import { engineOf, type SessionStore, storeOver } from '../../store.js'
 import { readCookie, VerifiedCookies } from './cookie.js'
+import { bareToken, headerConfig, tokenFrom } from './header.js'
 import { Session, SessionCookie, type SessionCookieOptions } from './objects.js'
 import type { Config, SessionMiddleware, SessionOptions, SessionRequest } from './options.js'
 import { type ForeignStore, foreignSource, type Source } from './source.js'
@@ -46,6 +47,8 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     throw new InvalidOptionError(`unset option must be "destroy" or "keep", not ${String(unset)}`)
   }
   const name = options.name || options.key || 'connect.sid'
+  const header = headerConfig(options.header)
+  const rotateGrace = nonNegative('rotateGrace', options.rotateGrace, 5_000)
 
   let near: NearCache | undefined
   let source: Source
@@ -64,7 +67,7 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
       if (options.nearCache) {
         near = new NearCache(options.nearCache === true ? {} : options.nearCache)
       }
-      const { secret: _s, store: _st, nearCache: _n, cookie: _c, ...rest } = options
+      const { secret: _s, store: _st, nearCache: _n, cookie: _c, header: _h, ...rest } = options
       engine = new SessionEngine({
         ...rest,
         backend: options.backend ?? memoryBackend(),
@@ -107,6 +110,9 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     unsetDestroy: unset === 'destroy',
     near: near !== undefined,
     store,
+    // A foreign store cannot hide the marker the grace window needs.
+    rotateGrace: foreign ? 0 : rotateGrace,
+    header,
   }
   const fixedSigner = fixedSecrets ? new VerifiedCookies(fixedSecrets) : undefined
   let lastSecret: { secret: unknown; signer: VerifiedCookies } | undefined
@@ -130,8 +136,11 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     const signer = signerOf(request)
     if (!signer) return next(new Error('secret option required for sessions'))
     request.sessionStore = store
-    const header = req.headers.cookie
-    const cookieId = idFrom(request, readCookie(header, name), name, signer)
+    const cookieHeader = req.headers.cookie
+    const token = header ? tokenFrom(req.headers, header) : undefined
+    const cookieId =
+      (token === undefined ? undefined : signer.sid(token)) ??
+      idFrom(request, readCookie(cookieHeader, name), name, signer)
     const cookies = { options: cookieOptions, signer }
     const state = new RequestState(config, cookies, request, res, next, cookieId)
     if (cookieId === undefined) {
@@ -139,16 +148,27 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
       return next()
     }
     request.sessionID = cookieId
-    const version = config.near ? readCookie(header, config.versionName) : undefined
+    const version = config.near ? readCookie(cookieHeader, config.versionName) : undefined
     let degraded = false
+    const onFailOpen = () => (degraded = true)
     source
-      .load(cookieId, version, () => (degraded = true))
+      .load(cookieId, version, onFailOpen)
+      .then(async (loaded: Loaded | null) => {
+        // Gone: perhaps rotated away a moment ago, by a request this one overtook.
+        const rotatedTo =
+          loaded || degraded || config.rotateGrace === 0 ? undefined : signer.rotated(cookieId)
+        const moved = rotatedTo ? await source.load(rotatedTo, undefined, onFailOpen) : null
+        return { loaded, moved, rotatedTo }
+      })
       .then(
-        (loaded: Loaded | null) => {
+        ({ loaded, moved, rotatedTo }) => {
           try {
             if (degraded) state.degrade()
             else if (loaded) state.inflate(loaded, version)
-            else state.generate()
+            else if (moved && rotatedTo && (moved.snapshot.rotatedUntil ?? 0) > Date.now()) {
+              request.sessionID = rotatedTo
+              state.forwarded(moved)
+            } else state.generate()
           } catch (error) {
             return next(error)
           }
@@ -167,6 +187,14 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     store,
     ready,
     nearCacheStats: () => near?.stats(),
+    sessionId: (token: unknown) => {
+      if (!fixedSigner || typeof token !== 'string') return undefined
+      // The bare token; a `Bearer ` in front, as the `authorization` header has it, is allowed.
+      const value = bareToken(token.replace(/^\s*bearer[ \t]+/i, ''))
+      return value === undefined ? undefined : fixedSigner.sid(value)
+    },
+    rotatedId: (sid: string) =>
+      fixedSigner && config.rotateGrace > 0 ? fixedSigner.rotated(sid) : undefined,
     close: async () => {
       await near?.close()
       // The lifecycle bus subscription and metrics of an engine this middleware made.

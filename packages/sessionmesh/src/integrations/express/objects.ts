@@ -134,6 +134,7 @@ export interface SessionHost {
   save(session: Session): Promise<void>
   reload(session: Session): Promise<void>
   regenerate(session: Session): Promise<void>
+  rotate(session: Session): Promise<void>
   destroy(session: Session): Promise<void>
   /** A save without a callback failed: the request answers with that error if it still can. */
   unreported(error: unknown): void
@@ -188,6 +189,17 @@ export class Session {
   /** Destroys this session and puts a new, empty one with a new id in `req.session`. */
   regenerate(callback: Done): this {
     this.#run(this.#host.regenerate(this), callback)
+    return this
+  }
+
+  /**
+   * Moves this session to a new id, keeping its data: the new session is written
+   * first, then the old id is destroyed (a tombstone), and the response carries
+   * the new cookie. `req.session` is then the session under the new id. See
+   * docs/middleware.md ("Rotating the id") for the grace window and passport.
+   */
+  rotate(callback?: Done): this {
+    this.#run(this.#host.rotate(this), callback)
     return this
   }
 

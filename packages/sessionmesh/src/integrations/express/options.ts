@@ -76,6 +76,26 @@ export interface SessionOptions extends Omit<SessionStoreOptions, 'backend'> {
    * @default false
    */
   nearCache?: boolean | NearCacheOptions
+  /**
+   * Also read the signed session id from this request header, and send it in the
+   * response whenever the cookie is sent (for API and mobile clients without a
+   * cookie jar). Any header name, in any case; `'authorization'` means
+   * `Authorization: Bearer <token>`, in the request and in the response. The
+   * token is the cookie's value unencoded (`s:<id>.<signature>`); a response
+   * that ends the session sends the header empty. A value that does not verify
+   * is no session, as a bad cookie is.
+   * @default none: cookies only
+   */
+  header?: string
+  /**
+   * After `req.session.rotate()` of a logged-in session, how long (ms) a request
+   * presenting the old id is still served the new session (it gets no cookie for
+   * it), so that requests already on their way when the id changed are not
+   * logged out. Writes on the old id are refused at once. 0 refuses the old id
+   * at once.
+   * @default 5000
+   */
+  rotateGrace?: number
 }
 
 /** The request as the middleware sees it. */
@@ -99,6 +119,20 @@ export interface SessionMiddleware<S extends SessionStore | ForeignStore = Sessi
   readonly ready: Promise<void>
   /** The near cache's counters, if there is one. */
   nearCacheStats(): NearCacheStats | undefined
+  /**
+   * The session id in a token (the value of the `header` option, or the cookie's),
+   * or `undefined` when this middleware did not sign it. With no `secret` option
+   * (cookie-parser's `req.secret`) there is nothing to check it with: `undefined`.
+   * The socket.io binding uses it for the handshake's `auth.session`.
+   */
+  sessionId(token: unknown): string | undefined
+  /**
+   * The id a rotation with a grace window moves session `sid` to (see
+   * `rotateGrace`), so that the socket.io binding can move the sockets of a
+   * rotated session instead of closing them; `undefined` without a `secret`
+   * option or with `rotateGrace: 0`.
+   */
+  rotatedId(sid: string): string | undefined
   /** Unsubscribes the near cache (and the lifecycle events' bus, see the store's `session` event). The backend and its client stay open. */
   close(): Promise<void>
 }
@@ -119,6 +153,10 @@ export interface Config {
   unsetDestroy: boolean
   near: boolean
   store: unknown
+  /** See {@link SessionOptions.rotateGrace}. */
+  rotateGrace: number
+  /** The `header` option, lower-cased; `bearer` for `authorization`. */
+  header: { name: string; bearer: boolean } | undefined
 }
 
 /** What one request signs and verifies its cookie with, and the options its cookie gets. */

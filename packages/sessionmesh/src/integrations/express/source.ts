@@ -13,6 +13,8 @@ export interface Source {
   ): Promise<Snapshot | null | undefined>
   touchDue(session: object, snapshot: Snapshot | undefined): boolean
   touch(sid: string, session: object, snapshot: Snapshot | undefined): Promise<unknown>
+  /** The user a session belongs to (sessionmesh engines only: decides rotation's grace window). */
+  userIdOf?(session: object): string | undefined
   /** `reason` is for the lifecycle event (`logout` when absent). */
   destroy(sid: string, reason?: 'regenerated'): Promise<void>
 }

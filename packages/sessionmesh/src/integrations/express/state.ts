@@ -4,9 +4,11 @@ import { encodeSession } from '../../core/codec.js'
 import type { Loaded, Snapshot } from '../../core/engine.js'
 import { debug } from '../../core/telemetry.js'
 import { deviceOf } from '../../store.js'
-import { serializeCookie } from './cookie.js'
-import { Session, SessionCookie, type SessionCookieOptions, type SessionHost } from './objects.js'
+import { appendSetCookie, expiredCookie, serializeCookie } from './cookie.js'
+import { sendToken } from './header.js'
+import { Session, SessionCookie, type SessionHost } from './objects.js'
 import type { Config, RequestCookies, SessionRequest } from './options.js'
+import { checkRotated, notCurrent, planRotation } from './rotate.js'
 
 type Fields = Record<string, string>
 type End = ServerResponse['end']
@@ -35,6 +37,10 @@ export class RequestState implements SessionHost {
   #baseFields: Fields | undefined
   /** The fields last saved (or loaded, unless `resave`): what "saved" compares to. */
   #savedFields: Fields | undefined
+  /** The id {@link #savedFields} were saved under. */
+  #savedId: string | undefined
+  /** The session this request was served in the old id's grace window after a rotation: its id is not sent. */
+  #forwardedId: string | undefined
   #endFields: Fields | undefined
   #touched = false
   #ending = false
@@ -43,6 +49,8 @@ export class RequestState implements SessionHost {
   #headersDone = false
   /** A save failed or was refused: send no session cookie. */
   #failed = false
+  /** An explicit `save()` failed: the application was told, and answers; the end does not save again. */
+  #saveFailed: Session | undefined
   /** Fail-open outage: an anonymous session that is never saved nor sent. */
   #degraded = false
   #destroyedId: string | undefined
@@ -85,6 +93,7 @@ export class RequestState implements SessionHost {
     const session = new Session(this, req, id, cookie)
     req.session = session
     this.#savedFields = undefined
+    this.#savedId = undefined
     if (initial) {
       this.#originalId = id
       this.#baseFields = encodeSession(session)
@@ -114,13 +123,19 @@ export class RequestState implements SessionHost {
     this.#originalId = session.id
     this.#baseFields = loaded.snapshot.fields
     this.#savedFields = this.#c.resave ? undefined : loaded.snapshot.fields
+    this.#savedId = session.id
     const version = loaded.snapshot.version
     // A client holding an older version would miss the near cache on every request.
     if (this.#c.near && version !== undefined && version !== presented) this.#version = version
   }
 
   async save(session: Session): Promise<void> {
-    await this.#save(session, encodeSession(session))
+    try {
+      await this.#save(session, encodeSession(session))
+    } catch (error) {
+      this.#saveFailed = session
+      throw error
+    }
   }
 
   async reload(session: Session): Promise<void> {
@@ -135,6 +150,47 @@ export class RequestState implements SessionHost {
     if (this.#snapshotOf(session)) await this.#c.source.destroy(session.id, 'regenerated')
     this.#destroyedId = session.id
     this.generate(false)
+  }
+
+  /**
+   * The session the old id (presented by this request) was rotated to, within the
+   * grace window: served, written to if the request changes it, but never sent.
+   */
+  forwarded(loaded: Loaded): void {
+    this.inflate(loaded, undefined)
+    this.#forwardedId = loaded.snapshot.rotatedUntil === undefined ? undefined : this.#req.sessionID
+  }
+
+  async rotate(session: Session): Promise<void> {
+    const req = this.#req
+    if (req.session !== session) throw notCurrent()
+    const oldId = session.id
+    const snapshot = this.#snapshotOf(session)
+    const plan = planRotation(this.#c, this.#cookies.signer, req, session, snapshot)
+    // The cookie object moves across: the old Session is dead from here on.
+    const fresh = new Session(this, req, plan.newId, session.cookie)
+    for (const key in session) if (!(key in fresh)) fresh[key] = session[key]
+    if (snapshot) {
+      const fields = encodeSession(fresh)
+      // The new session first: a failure here leaves the old one as it was.
+      const saved = checkRotated(
+        await this.#c.source.save(plan.newId, fresh, undefined, plan.device, plan.marked(fields)),
+      )
+      this.#setSnapshot(fresh, saved)
+      this.#savedFields = fields
+      this.#savedId = plan.newId
+      if (this.#c.near) this.#version = saved.version
+      req.sessionID = plan.newId
+      req.session = fresh
+      this.#destroyedId = oldId
+      await this.#c.source.destroy(oldId, 'regenerated')
+    } else {
+      // Never stored: only the id changes, and what "modified" means does not
+      // (an untouched anonymous session that rotates is still not saved).
+      if (this.#originalId === oldId) this.#originalId = plan.newId
+      req.sessionID = plan.newId
+      req.session = fresh
+    }
   }
 
   async destroy(session: Session): Promise<void> {
@@ -187,7 +243,10 @@ export class RequestState implements SessionHost {
     const saved = await this.#c.source.save(session.id, session, snapshot, device, fields)
     if (saved) {
       this.#setSnapshot(session, saved)
-      if (session === this.#req.session) this.#savedFields = fields
+      if (session === this.#req.session) {
+        this.#savedFields = fields
+        this.#savedId = session.id
+      }
       if (this.#c.near) this.#version = saved.version
     } else {
       // Refused (destroyed meanwhile) or skipped (fail-open outage): do not hand
@@ -250,6 +309,12 @@ export class RequestState implements SessionHost {
     }
     // Other middleware replaced the id with something that is not one: nothing to save.
     if (this.#degraded || typeof req.sessionID !== 'string') return undefined
+    // Saving again would most likely fail again, and replace the application's
+    // own answer to the first failure (its error handler's) with Express's.
+    if (this.#saveFailed === session) {
+      this.#failed = true
+      return undefined
+    }
     this.#touchCookie(session)
     const fields = encodeSession(session)
     this.#endFields = fields
@@ -290,7 +355,7 @@ export class RequestState implements SessionHost {
     }
     const saved =
       this.#savedFields !== undefined &&
-      this.#originalId === session.id &&
+      this.#savedId === session.id &&
       sameFields(fields, this.#savedFields)
     return !saved
   }
@@ -307,19 +372,28 @@ export class RequestState implements SessionHost {
     const c = this.#c
     const session = this.#req.session
     const cookies: string[] = []
+    let token: string | undefined
     if (!(session instanceof Session)) {
       if (this.#destroyedId !== undefined && this.#destroyedId === this.cookieId) {
         const options = this.#cookies.options
         cookies.push(expiredCookie(c.name, options))
         if (c.near) cookies.push(expiredCookie(c.versionName, options))
+        token = ''
       }
-    } else if (!this.#failed && !this.#degraded && typeof this.#req.sessionID === 'string') {
+    } else if (
+      !this.#failed &&
+      !this.#degraded &&
+      typeof this.#req.sessionID === 'string' &&
+      session.id !== this.#forwardedId
+    ) {
       this.#touchCookie(session)
       const cookie = session.cookie
       const allowed = !cookie.secure || this.#isSecure()
       try {
         if (allowed && this.#shouldSetCookie(session)) {
-          cookies.push(cookie.serialize(c.name, this.#cookies.signer.value(session.id)))
+          const value = this.#cookies.signer.value(session.id)
+          cookies.push(cookie.serialize(c.name, value))
+          token = value
         }
         if (allowed && this.#version !== undefined) {
           cookies.push(serializeCookie(c.versionName, this.#version, cookie.data))
@@ -328,10 +402,12 @@ export class RequestState implements SessionHost {
         // An invalid attribute the application set (an `expires` that is no date):
         // no cookie, and the error goes on, as under express-session.
         cookies.length = 0
+        token = undefined
         this.#passOn(error)
       }
     }
     if (cookies.length > 0) appendSetCookie(this.#res, cookies)
+    if (c.header && token !== undefined) sendToken(this.#res, c.header, token)
   }
 
   #isSecure(): boolean {
@@ -355,24 +431,4 @@ function sameFields(a: Fields, b: Fields | undefined): boolean {
   }
   for (const _ in b) count--
   return count === 0
-}
-
-function appendSetCookie(res: ServerResponse, cookies: string[]): void {
-  const previous = res.getHeader('set-cookie')
-  if (previous === undefined) res.setHeader('set-cookie', cookies)
-  else if (Array.isArray(previous)) res.setHeader('set-cookie', [...previous, ...cookies])
-  else res.setHeader('set-cookie', [String(previous), ...cookies])
-}
-
-/** A `Set-Cookie` that makes the browser drop cookie `name`. */
-function expiredCookie(name: string, cookie: SessionCookieOptions): string {
-  return serializeCookie(name, '', {
-    domain: cookie.domain,
-    path: cookie.path ?? '/',
-    expires: new Date(0),
-    httpOnly: cookie.httpOnly ?? true,
-    secure: cookie.secure === true,
-    sameSite: cookie.sameSite === 'auto' ? undefined : cookie.sameSite,
-    partitioned: cookie.partitioned,
-  })
 }
