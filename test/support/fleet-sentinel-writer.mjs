@@ -4,7 +4,7 @@
 // following the sentinels) under the sessionmesh store, as the demo runs it.
 //   MODE=write: writes new sessions, 4 at a time, for DURATION_MS from its first
 //     acknowledged write (then it creates READY_FILE, if given); prints
-//     { acked: [[sid, ackedAtMs, serverAddress]], failed: [[atMs, code: cause]] }.
+//     { acked: [[sid, ackedAtMs, serverAddress, sentAtMs]], failed: [[atMs, code: cause]] }.
 //   MODE=read: reads the sessions listed (one sid a line) in SIDS_FILE; prints
 //     { missing: [sid] }.
 
@@ -32,8 +32,9 @@ if (process.env.MODE === 'read') {
   const first = { cookie: { originalMaxAge: 600_000, path: '/' }, n: 0 }
   const firstSid = randomBytes(12).toString('base64url')
   try {
+    const sentAt = Date.now()
     await store.set(firstSid, first)
-    acked.push([firstSid, Date.now(), client.stream?.remoteAddress ?? null])
+    acked.push([firstSid, Date.now(), client.stream?.remoteAddress ?? null, sentAt])
   } catch (error) {
     failed.push([Date.now(), reason(error)])
   }
@@ -43,10 +44,11 @@ if (process.env.MODE === 'read') {
     Array.from({ length: 4 }, async () => {
       while (Date.now() - started < duration) {
         const sid = randomBytes(12).toString('base64url')
+        const sentAt = Date.now()
         try {
           await store.set(sid, { cookie: { originalMaxAge: 600_000, path: '/' }, n: acked.length })
           // Which server the connection that carried it goes to.
-          acked.push([sid, Date.now(), client.stream?.remoteAddress ?? null])
+          acked.push([sid, Date.now(), client.stream?.remoteAddress ?? null, sentAt])
         } catch (error) {
           failed.push([Date.now(), reason(error)])
           await new Promise((done) => setTimeout(done, 50))

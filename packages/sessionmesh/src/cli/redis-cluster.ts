@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { ping } from './redis.js'
@@ -60,11 +60,22 @@ export async function startRedisCluster(
   const replicas = options.replicasPerPrimary ?? 1
   const nodeTimeout = options.nodeTimeout ?? CLUSTER_NODE_TIMEOUT_MS
   const nodes: ClusterNodeProcess[] = []
+  // Ports the kernel handed out free a moment ago: distinct within the cluster, and
+  // a node that still finds its port taken when it starts is given new ones.
+  const taken = new Set<number>()
+  const port = async () => {
+    for (;;) {
+      const candidate = await freePort()
+      if (!taken.has(candidate)) {
+        taken.add(candidate)
+        return candidate
+      }
+    }
+  }
   for (let i = 0; i < primaries * (1 + replicas); i++) {
-    const port = await freePort()
-    const dir = join(options.dir, `node-${port}`)
+    const dir = join(options.dir, `node-${i + 1}`)
     mkdirSync(dir, { recursive: true })
-    nodes.push({ port, busPort: await freePort(), dir, process: undefined })
+    nodes.push({ port: await port(), busPort: await port(), dir, process: undefined })
   }
 
   const launch = async (node: ClusterNodeProcess) => {
@@ -91,6 +102,8 @@ export async function startRedisCluster(
         '',
         '--appendonly',
         'no',
+        '--logfile',
+        'redis.log',
       ],
       { stdio: 'ignore', detached: true },
     )
@@ -100,14 +113,31 @@ export async function startRedisCluster(
       `cluster node on port ${node.port}`,
       10_000,
       () =>
-        child.exitCode !== null ? `redis-server exited with code ${child.exitCode}` : undefined,
+        child.exitCode !== null
+          ? `redis-server exited with code ${child.exitCode}: ${logTail(node.dir)}`
+          : undefined,
     )
     options.onStart?.(node)
+  }
+  // The first start only: a port taken between freePort() and the bind gets new ports.
+  const firstLaunch = async (node: ClusterNodeProcess) => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await launch(node)
+      } catch (error) {
+        const inUse = /Address already in use/i.test(logTail(node.dir))
+        if (!inUse || attempt === 3) throw error
+        node.port = await port()
+        node.busPort = await port()
+      }
+    }
   }
 
   const cluster: RunningRedisCluster = {
     nodes,
-    url: `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`,
+    get url() {
+      return `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`
+    },
     async kill(port) {
       const node = nodes.find((n) => n.port === port)
       const child = node?.process
@@ -131,7 +161,7 @@ export async function startRedisCluster(
     },
   }
   try {
-    await Promise.all(nodes.map(launch))
+    await Promise.all(nodes.map(firstLaunch))
     await run(options.redisCli, [
       '--cluster',
       'create',
@@ -179,4 +209,11 @@ export async function command(cli: string, port: number, ...args: string[]): Pro
   } catch {
     return ''
   }
+}
+
+/** The last lines redis-server logged in `dir`, for an error message. */
+function logTail(dir: string): string {
+  const file = join(dir, 'redis.log')
+  if (!existsSync(file)) return 'no log'
+  return readFileSync(file, 'utf8').trim().split('\n').slice(-3).join(' | ')
 }
