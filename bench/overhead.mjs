@@ -132,5 +132,7 @@ for (const [key, r] of Object.entries(results)) {
     `${key.padEnd(22)} CPU ${r.cpuUs.toFixed(1).padStart(6)} µs/req  wall ${r.wallUs.toFixed(1).padStart(6)} µs/req${ratio}`,
   )
 }
+// The sessions this run wrote (a day's TTL) do not stay behind in the shared Redis.
+await redisBackend({ client, prefix: 'ovh:' }).clear()
 await client.quit()
 process.exit(0)

@@ -7,7 +7,8 @@
 // TRUST_PROXY (the nginx address(es) whose X-Forwarded-* count, comma-separated;
 // default loopback), SESSIONMESH_TIMEOUT_MS (longest wait for one store call) and
 // SESSIONMESH_SESSION_HEADER (e.g. x-session-id or authorization: clients without
-// cookies send the session token there, and the chat accepts auth: { session }).
+// cookies send the session token there, and the chat accepts auth: { session }),
+// SESSIONMESH_ENCRYPTION_KEYS (encryption at rest: id:base64key,… current key first).
 // Where sessions live: SESSIONMESH_STORE = redis (default), postgres, mysql, tiered
 // or memcached (servers in MEMCACHED_SERVERS, default 127.0.0.1:11211),
 // with SESSIONMESH_DATABASE_URL (else DATABASE_URL, MYSQL_URL, PG*), SESSIONMESH_TABLE,
@@ -21,7 +22,7 @@ import { Server as NetServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import pino from 'pino'
 import { collectDefaultMetrics, Registry } from 'prom-client'
-import { SessionStore } from 'sessionmesh'
+import { parseEncryptionKeys, SessionStore } from 'sessionmesh'
 import { memcachedBackend } from 'sessionmesh/memcached'
 import { openSqlBackend } from 'sessionmesh/migrate'
 import { redisBackend } from 'sessionmesh/redis'
@@ -96,6 +97,7 @@ async function openBackend({ store, client, database = {} }) {
  * @param {string} [options.trustProxy] Express's `trust proxy`: nginx's address(es); default loopback
  * @param {number} [options.timeout] the store's longest wait for one backend call, in ms
  * @param {string} [options.sessionHeader] the request header that may carry the session token
+ * @param {import('sessionmesh').EncryptionOptions} [options.encryption] encryption at rest
  */
 export async function startNode(options) {
   const { logger, nodeId } = options
@@ -128,6 +130,7 @@ export async function startNode(options) {
   const sessionStore = new SessionStore({
     backend: sessions.backend,
     metrics: { registry },
+    ...(options.encryption ? { encryption: options.encryption } : {}),
     // A database write waits for a pooled connection and the session's row lock:
     // concurrent writes to one session queue there, so the SQL stores get a second
     // where Redis gets the store's 300 ms default.
@@ -272,6 +275,9 @@ async function main() {
       : {}),
     ...(process.env.SESSIONMESH_SESSION_HEADER
       ? { sessionHeader: process.env.SESSIONMESH_SESSION_HEADER }
+      : {}),
+    ...(process.env.SESSIONMESH_ENCRYPTION_KEYS
+      ? { encryption: parseEncryptionKeys(process.env.SESSIONMESH_ENCRYPTION_KEYS) }
       : {}),
   })
   // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,

@@ -19,7 +19,11 @@ export {
   type WriteResult,
 } from './core/backend.js'
 export { decodeSession, encodedSize, encodeSession, type SessionData } from './core/codec.js'
-export type { EncryptionKey, EncryptionOptions } from './core/encryption.js'
+export {
+  type EncryptionKey,
+  type EncryptionOptions,
+  parseEncryptionKeys,
+} from './core/encryption.js'
 export {
   ErrorCode,
   InvalidOptionError,

@@ -1,8 +1,10 @@
+import { type EncryptionOptions, parseEncryptionKeys } from '../core/encryption.js'
 import { StoreUnavailableError } from '../core/errors.js'
 import { SessionStore, type UserSession } from '../store.js'
 import { DatabaseError, resolveDatabase } from './database.js'
 import type { SessionsArgs } from './sessions-args.js'
 import { type OpenedBackend, openDatabase, openRedis } from './sessions-connect.js'
+import { UsageError } from './system.js'
 
 /** Where the command writes: stdout for results, as the tests and scripts read them. */
 export interface Output {
@@ -20,12 +22,15 @@ export async function runSessions(
   out: Output = process.stdout,
   env: Record<string, string | undefined> = process.env,
 ): Promise<number> {
+  // The app's keys, to find a user's sessions under the hashed index and read their devices.
+  const encryption = encryptionOf(env.SESSIONMESH_ENCRYPTION_KEYS)
   const opened = await open(args, env)
   // Every call under the same bound as the connection; fail at once, no breaker wait.
   const store = new SessionStore({
     backend: opened.backend,
     timeout: args.timeout,
     retryAfter: 1,
+    ...(encryption ? { encryption } : {}),
   })
   try {
     await perform(args, store, out)
@@ -39,6 +44,16 @@ export async function runSessions(
     throw error
   } finally {
     await opened.close().catch(() => {})
+  }
+}
+
+/** The `encryption` option from SESSIONMESH_ENCRYPTION_KEYS; a bad value is a usage error (exit 2). */
+function encryptionOf(keys: string | undefined): EncryptionOptions | undefined {
+  if (!keys) return undefined
+  try {
+    return parseEncryptionKeys(keys)
+  } catch (error) {
+    throw new UsageError(`SESSIONMESH_ENCRYPTION_KEYS: ${(error as Error).message}`)
   }
 }
 

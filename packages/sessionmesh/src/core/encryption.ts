@@ -26,6 +26,39 @@ export interface EncryptionOptions {
   keys: readonly EncryptionKey[]
 }
 
+/**
+ * The `encryption` option from one line of text, as an environment variable holds
+ * it: `id:key` pairs separated by commas, the current key first, each key 32 bytes
+ * in base64 (`k2:<base64>,k1:<base64>`). Throws {@link InvalidOptionError} naming
+ * the entry that is wrong; the keys themselves are checked as the option checks them.
+ *
+ * @example
+ * encryption: parseEncryptionKeys(process.env.SESSION_KEYS ?? '')
+ */
+export function parseEncryptionKeys(text: string): EncryptionOptions {
+  const entries = text
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== '')
+  if (entries.length === 0) {
+    throw new InvalidOptionError(
+      'encryption keys: expected id:base64key[,id:base64key…], got nothing',
+    )
+  }
+  const keys = entries.map((entry, index) => {
+    const colon = entry.indexOf(':')
+    if (colon <= 0 || colon === entry.length - 1) {
+      throw new InvalidOptionError(
+        `encryption keys: entry ${index + 1} is not id:base64key (keys are separated by commas)`,
+      )
+    }
+    return { id: entry.slice(0, colon), key: entry.slice(colon + 1) }
+  })
+  // The same checks as the option, so a bad key is refused here, not at the first request.
+  new SessionCipher({ keys })
+  return { keys }
+}
+
 /** Sealed values start with this, then the key id, a dot and the base64url of nonce, ciphertext and tag. */
 const PREFIX = 'e1.'
 const NONCE_BYTES = 12
