@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Fleet, startFleet } from '../support/fleet.js'
 import type { LoopCounts } from '../support/fleet-client.js'
-import { fleetSkipReason } from '../support/fleet-netns.js'
+import { execIn, fleetSkipReason } from '../support/fleet-netns.js'
 
 // A Redis primary partitioned away from its replicas and its clients, under a
 // Sentinel group of three Redis hosts (redis1 the first primary): its 'back' link
@@ -91,8 +91,9 @@ describe.skipIf(skip)(
       await sleep(1_500)
       const cutAt = Date.now()
       fleet.link('redis1', 'back', false)
-      // The cut is in force from here; a write sent before may have reached redis1.
-      const cutDone = Date.now()
+      // The cut is in force once app1 can no longer reach redis1 (a new connection
+      // fails); a write sent before that may have reached it.
+      const cutDone = cutInForce(fleet, oldPrimary)
       try {
         await expect
           .poll(() => fleet.sentinelPrimary('redis2'), { timeout: 20_000, interval: 250 })
@@ -148,7 +149,7 @@ describe.skipIf(skip)(
       const resumedMs = firstAfter === undefined ? null : firstAfter - promotedAt
       console.info(
         [
-          `sentinel: promoted ${promotedAt - cutAt} ms after the cut, healed after ${healedAt - cutAt} ms, old primary demoted ${Number(demotedAt) - healedAt} ms after healing`,
+          `sentinel: cut in force ${cutDone - cutAt} ms after the command; promoted ${promotedAt - cutAt} ms after the cut, healed after ${healedAt - cutAt} ms, old primary demoted ${Number(demotedAt) - healedAt} ms after healing`,
           `follower: ${summary(follower, cutAt, lost.follower)}; writes again ${resumedMs} ms after the promotion, on ${JSON.stringify(servers(follower, promotedAt))}`,
           `pinned to the old primary: ${summary(pinned, cutAt, lost.pinned)}`,
           `connecting to the old primary after healing: ${fresh.acked.length} acknowledged, failures ${JSON.stringify(reasons(fresh.failed))}`,
@@ -246,7 +247,13 @@ function reasons(failed: Written['failed']): Record<string, number> {
 
 function summary(written: Written, cutAt: number, lost: string[]): string {
   const before = written.acked.filter(([, at]) => at < cutAt).length
-  return `${written.acked.length} acknowledged (${before} before the cut), ${lost.length} of them lost, ${written.failed.length} failed ${JSON.stringify(reasons(written.failed))}`
+  // Each lost write: sent and acknowledged, in ms from the cut, and by which server.
+  const when = new Map(written.acked.map(([sid, at, server, sent]) => [sid, { at, server, sent }]))
+  const detail = lost.map((sid) => {
+    const entry = when.get(sid)
+    return entry ? `${entry.sent - cutAt}/${entry.at - cutAt} ms ${entry.server ?? '?'}` : '?'
+  })
+  return `${written.acked.length} acknowledged (${before} before the cut), ${lost.length} of them lost${detail.length ? ` (sent/acknowledged: ${detail.join(', ')})` : ''}, ${written.failed.length} failed ${JSON.stringify(reasons(written.failed))}`
 }
 
 function describeLoop(loop: LoopCounts): string {
@@ -256,6 +263,33 @@ function describeLoop(loop: LoopCounts): string {
 function sentinelReady(fleet: Fleet, name: string): boolean {
   const fields = fleet.sentinelMaster(name)
   return fields['num-slaves'] === '2' && fields['num-other-sentinels'] === '2'
+}
+
+/**
+ * When app1 is first seen not to reach `address`: the start of the first PING, on a
+ * new connection given 300 ms, that fails (the commands that make the cut have
+ * returned by then, but a kernel may still pass what it had queued).
+ */
+function cutInForce(fleet: Fleet, address: string): number {
+  const deadline = Date.now() + 5_000
+  for (;;) {
+    const started = Date.now()
+    try {
+      execIn(fleet.host('app1').ns, 'timeout', [
+        '0.3',
+        'redis-cli',
+        '-h',
+        address,
+        '-a',
+        fleet.redisPassword,
+        '--no-auth-warning',
+        'ping',
+      ])
+    } catch {
+      return started
+    }
+    if (Date.now() > deadline) throw new Error(`app1 still reaches ${address} 5 s after the cut`)
+  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -4,6 +4,8 @@ import {
   type CallOptions,
   type IndexedSession,
   LateCallError,
+  type LimitedWriteResult,
+  type SessionLimitRule,
   type SessionTouch,
   type SessionWrite,
   type StoredSession,
@@ -154,7 +156,81 @@ class MysqlBackend implements SqlBackend {
     return row ? decodeRow(row) : null
   }
 
-  async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+  write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    return this.#write(this.#pool, (run) => this.#retry(run), sid, write)
+  }
+
+  /**
+   * The write and the session limit in one transaction, the user's logins taking
+   * turns under a named lock (`GET_LOCK`, waited for until the call's deadline), so
+   * each counts what the previous one left. The oldest are the first created. A
+   * deadlock rolls the whole transaction back, and it is run again.
+   */
+  writeLimited(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule,
+  ): Promise<LimitedWriteResult> {
+    return this.#retry(async () => {
+      const connection = await this.#pool.getConnection()
+      const name = `sessionmesh:${createHash('sha1')
+        .update(`${this.table}\0${String(write.userId)}`)
+        .digest('hex')}`
+      const wait =
+        write.deadline === undefined ? 5 : Math.max(0, (write.deadline - Date.now()) / 1000)
+      try {
+        const [locked] = await connection.query('SELECT GET_LOCK(?, ?) AS ok', [name, wait])
+        if (Number((locked as Array<{ ok: unknown }>)[0]?.ok) !== 1) {
+          throw new LateCallError(this.kind, 'login under the session limit')
+        }
+        try {
+          await connection.query('START TRANSACTION')
+          try {
+            const outcome = await this.#limited(connection, sid, write, limit)
+            await connection.query(outcome.result === 'ok' ? 'COMMIT' : 'ROLLBACK')
+            return outcome
+          } catch (error) {
+            await connection.query('ROLLBACK').catch(() => {})
+            throw error
+          }
+        } finally {
+          await connection.query('SELECT RELEASE_LOCK(?)', [name]).catch(() => {})
+        }
+      } finally {
+        connection.release()
+      }
+    })
+  }
+
+  async #limited(
+    connection: MysqlConnectionLike,
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule,
+  ): Promise<LimitedWriteResult> {
+    const [rows] = await connection.query(
+      `SELECT id FROM ${this.#t}
+       WHERE user_id = ? AND fields IS NOT NULL AND expires_at > ${int(write.now)} AND id <> ?
+       ORDER BY created_at, id`,
+      [String(write.userId), sid],
+    )
+    const others = (rows as Array<{ id: unknown }>).map((row) => String(row.id))
+    const excess = others.length - (limit.max - 1)
+    if (excess > 0 && limit.policy === 'refuse') return { result: 'full' }
+    const once = <T>(run: () => Promise<T>) => run()
+    if ((await this.#write(connection, once, sid, write)) === 'gone') return { result: 'gone' }
+    const revoked = excess > 0 ? others.slice(0, excess) : []
+    const said: CallOptions = write.deadline === undefined ? {} : { deadline: write.deadline }
+    for (const id of revoked) await this.#destroy(connection, once, id, said)
+    return { result: 'ok', revoked }
+  }
+
+  async #write(
+    db: Pick<MysqlPoolLike, 'query'>,
+    retry: <T>(run: () => Promise<T>) => Promise<T>,
+    sid: string,
+    write: SessionWrite,
+  ): Promise<WriteResult> {
     const now = int(write.now)
     const capped = (created: string) =>
       write.maxLifetime > 0
@@ -190,8 +266,8 @@ class MysqlBackend implements SqlBackend {
       }
       // LAST_INSERT_ID(x) makes the server's reply carry x back: it is evaluated only
       // for a row that matched, whatever the connection's FOUND_ROWS flag says.
-      const [result] = await this.#retry(() =>
-        this.#pool.query(
+      const [result] = await retry(() =>
+        db.query(
           `UPDATE ${this.#t} SET
             fields = ${fields},
             user_id = ?,
@@ -224,8 +300,8 @@ class MysqlBackend implements SqlBackend {
     // that arrives late selects nothing, so neither inserts nor updates.
     const writable = `(fields IS NOT NULL OR expires_at <= ${now})`
     const expired = `(expires_at <= ${now})`
-    const [result] = await this.#retry(() =>
-      this.#pool.query(
+    const [result] = await retry(() =>
+      db.query(
         `INSERT INTO ${this.#t} (id, fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip)
         SELECT * FROM (SELECT ? AS n_id, ? AS n_fields, ${now} AS n_created, ${now} AS n_seen,
           ${capped(String(now))} AS n_expires, ? AS n_user, ? AS n_agent, ? AS n_ip) AS fresh
@@ -269,10 +345,19 @@ class MysqlBackend implements SqlBackend {
     return Number((result as OkPacket).insertId) === touch.now ? 'ok' : 'gone'
   }
 
-  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+  destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    return this.#destroy(this.#pool, (run) => this.#retry(run), sid, options)
+  }
+
+  async #destroy(
+    db: Pick<MysqlPoolLike, 'query'>,
+    retry: <T>(run: () => Promise<T>) => Promise<T>,
+    sid: string,
+    options: CallOptions,
+  ): Promise<void> {
     const now = int(Date.now())
-    const [result] = await this.#retry(() =>
-      this.#pool.query(
+    const [result] = await retry(() =>
+      db.query(
         `INSERT INTO ${this.#t} (id, fields, created_at, last_seen_at, expires_at)
          SELECT * FROM (SELECT ? AS n_id, NULL AS n_fields, ${now} AS n_created, ${now} AS n_seen,
            ${now + int(this.#options.tombstoneTtl)} AS n_expires) AS tomb

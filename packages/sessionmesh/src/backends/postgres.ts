@@ -6,9 +6,11 @@ import {
   formatEvent,
   type IndexedSession,
   LateCallError,
+  type LimitedWriteResult,
   parseEvent,
   resealPairs,
   type SessionEvent,
+  type SessionLimitRule,
   type SessionTouch,
   type SessionWrite,
   type StoredSession,
@@ -56,6 +58,9 @@ export interface PgPoolLike {
   query(text: string, values?: unknown[]): Promise<PgResult>
   connect(): Promise<PgClientLike>
 }
+
+/** A pool or a checked-out connection: where a statement runs. */
+type PgQueryable = Pick<PgPoolLike, 'query'>
 
 /** Options of {@link postgresBackend}. */
 export interface PostgresBackendOptions extends SqlBackendOptions {
@@ -176,7 +181,61 @@ class PostgresBackend implements SqlBackend {
     return row ? decodeRow(row as unknown as SessionRow) : null
   }
 
-  async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+  write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    return this.#write(this.#pool, sid, write)
+  }
+
+  /**
+   * The write and the session limit in one transaction, under a lock per user
+   * (`pg_advisory_xact_lock`): concurrent logins of one user take turns, so each
+   * counts what the previous one left. The oldest are the first created.
+   */
+  async writeLimited(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule,
+  ): Promise<LimitedWriteResult> {
+    const client = await this.#pool.connect()
+    let broken: Error | undefined
+    try {
+      await client.query('BEGIN')
+      try {
+        const user = String(write.userId)
+        await client.query(
+          `SELECT pg_advisory_xact_lock(${lockKey(`limit:${this.table}:${user}`)})`,
+        )
+        const { rows } = await client.query(this.#sql.others, [user, write.now, sid])
+        const others = rows.map((row) => String(row.id))
+        const excess = others.length - (limit.max - 1)
+        if (excess > 0 && limit.policy === 'refuse') {
+          await client.query('ROLLBACK')
+          return { result: 'full' }
+        }
+        if ((await this.#write(client, sid, write)) === 'gone') {
+          await client.query('ROLLBACK')
+          return { result: 'gone' }
+        }
+        const revoked = excess > 0 ? others.slice(0, excess) : []
+        for (const id of revoked) {
+          const said: CallOptions = { reason: 'limit', by: write.by }
+          if (write.deadline !== undefined) said.deadline = write.deadline
+          await this.#destroy(client, id, said)
+        }
+        await client.query('COMMIT')
+        return { result: 'ok', revoked }
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {})
+        throw error
+      }
+    } catch (error) {
+      broken = error instanceof Error ? error : new Error(String(error))
+      throw error
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  async #write(db: PgQueryable, sid: string, write: SessionWrite): Promise<WriteResult> {
     const common = [
       sid,
       JSON.stringify(write.set),
@@ -194,7 +253,7 @@ class PostgresBackend implements SqlBackend {
     if (write.mode === 'update') values.push(JSON.stringify(resealPairs(write)))
     if (this.#channel !== undefined) values.push(this.#channel, formatEvent('changed', sid))
     const sql = write.mode === 'create' ? this.#sql.create : this.#sql.update
-    const { rows } = await this.#pool.query(sql, values)
+    const { rows } = await db.query(sql, values)
     if (rows.length > 0) return 'ok'
     if (isLate(write.deadline)) throw new LateCallError(this.kind, 'write')
     return 'gone'
@@ -206,7 +265,11 @@ class PostgresBackend implements SqlBackend {
     return rows.length > 0 ? 'ok' : 'gone'
   }
 
-  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+  destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    return this.#destroy(this.#pool, sid, options)
+  }
+
+  async #destroy(db: PgQueryable, sid: string, options: CallOptions): Promise<void> {
     const values: unknown[] = [
       sid,
       Date.now(),
@@ -216,7 +279,7 @@ class PostgresBackend implements SqlBackend {
     if (this.#channel !== undefined) {
       values.push(this.#channel, formatEvent('destroyed', sid, options))
     }
-    const { rows } = await this.#pool.query(this.#sql.destroy, values)
+    const { rows } = await db.query(this.#sql.destroy, values)
     if (rows.length === 0) throw new LateCallError(this.kind, 'destroy')
   }
 
@@ -447,6 +510,10 @@ function statements(t: string, notify: boolean) {
     ) ${announce('d', 5)}`,
     listUser: `SELECT id, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${t}
       WHERE user_id = $1 AND fields IS NOT NULL AND expires_at > $2::bigint ORDER BY created_at, id`,
+    // Parameters: 1 user, 2 now, 3 the session logging in. Oldest first.
+    others: `SELECT id FROM ${t}
+      WHERE user_id = $1 AND fields IS NOT NULL AND expires_at > $2::bigint AND id <> $3
+      ORDER BY created_at, id`,
     // Parameters: 1 user, 2 except, 3 now, 4 tombstone ttl, 5 deadline [, channel, reason, caller].
     // Rows are locked in id order so that two revocations of one user cannot deadlock.
     destroyUser: `WITH victims AS (
