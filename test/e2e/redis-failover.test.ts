@@ -131,6 +131,28 @@ async function failoverUnderLoad(name: string, app: TestApp, failover: Failover)
   await failover.rejoin(killed)
 }
 
+/**
+ * The test app over a store on the client `connect` makes, for the describe block
+ * this is called in (made before its tests, closed after them).
+ */
+function appOver(connect: () => Promise<TestClient>, prefix: string): { app: TestApp } {
+  const subject = {} as { app: TestApp; redis: TestClient }
+  beforeAll(async () => {
+    subject.redis = await connect()
+    const store = new SessionStore({
+      backend: redisBackend({ client: subject.redis.client, prefix }),
+      timeout: TIMEOUT,
+      retryAfter: 200,
+    })
+    subject.app = await startApp(store)
+  })
+  afterAll(async () => {
+    await subject.app?.close()
+    await subject.redis?.close()
+  })
+  return subject
+}
+
 describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session', () => {
   let cluster: Awaited<ReturnType<typeof startCluster>>
   beforeAll(async () => {
@@ -142,25 +164,10 @@ describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session',
 
   describe.each<Library>(['ioredis', 'node-redis'])('through %s', (library) => {
     const prefix = `fo-${library}:`
-    let redis: TestClient
-    let store: SessionStore
-    let app: TestApp
-    beforeAll(async () => {
-      redis = await clusterClient(library, cluster)
-      store = new SessionStore({
-        backend: redisBackend({ client: redis.client, prefix }),
-        timeout: TIMEOUT,
-        retryAfter: 200,
-      })
-      app = await startApp(store)
-    })
-    afterAll(async () => {
-      await app?.close()
-      await redis?.close()
-    })
+    const subject = appOver(() => clusterClient(library, cluster), prefix)
 
     it('serves every request while the slot of a logged-in session migrates to another primary', async () => {
-      const browsers = await logIn(app, `${library}-mig`)
+      const browsers = await logIn(subject.app, `${library}-mig`)
       const victim = browsers[0]
       const loop = requestLoop(browsers)
       onTestFinished(() => loop.stop())
@@ -180,7 +187,7 @@ describe('Redis Cluster: SIGKILL of the primary that holds a logged-in session',
 
     it('answers every request (2xx or a quick 503), recovers by itself, and logs nobody out', async () => {
       const slotOf = (victim: Client) => `${prefix}s:${victim.sid}`
-      await failoverUnderLoad(`cluster failover via ${library}`, app, {
+      await failoverUnderLoad(`cluster failover via ${library}`, subject.app, {
         async kill(victim) {
           const primary = await primaryOf(cluster, slotOf(victim))
           await cluster.kill(primary)
@@ -288,25 +295,10 @@ describe('Sentinel: SIGKILL of the primary', () => {
   })
 
   describe.each<Library>(['ioredis', 'node-redis'])('through %s', (library) => {
-    const prefix = `sf-${library}:`
-    let redis: TestClient
-    let app: TestApp
-    beforeAll(async () => {
-      redis = await sentinelClient(library, group)
-      const store = new SessionStore({
-        backend: redisBackend({ client: redis.client, prefix }),
-        timeout: TIMEOUT,
-        retryAfter: 200,
-      })
-      app = await startApp(store)
-    })
-    afterAll(async () => {
-      await app?.close()
-      await redis?.close()
-    })
+    const subject = appOver(() => sentinelClient(library, group), `sf-${library}:`)
 
     it('answers every request (2xx or a quick 503), recovers by itself, and logs nobody out', async () => {
-      await failoverUnderLoad(`sentinel failover via ${library}`, app, {
+      await failoverUnderLoad(`sentinel failover via ${library}`, subject.app, {
         async kill() {
           const primary = await group.currentPrimary()
           await group.kill(primary)

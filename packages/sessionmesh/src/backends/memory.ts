@@ -13,6 +13,7 @@ import {
   type StoredSession,
   type WriteResult,
 } from '../core/backend.js'
+import { overLimit } from '../core/session-limit.js'
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions {
@@ -115,10 +116,9 @@ class MemoryBackend implements Backend {
     }
     const user = write.userId === undefined ? undefined : this.#users.get(write.userId)
     const others = [...(user ?? [])].filter((id) => id !== sid && this.#live(id, now))
-    const excess = others.length - (limit.max - 1)
-    if (excess > 0 && limit.policy === 'refuse') return { result: 'full' }
+    const revoked = overLimit(others, limit)
+    if (revoked === 'full') return { result: 'full' }
     await this.write(sid, write)
-    const revoked = excess > 0 ? others.slice(0, excess) : []
     for (const id of revoked) this.#destroy(id, now, { reason: 'limit', by: write.by })
     return { result: 'ok', revoked }
   }

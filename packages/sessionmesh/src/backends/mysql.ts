@@ -12,6 +12,7 @@ import {
   type WriteResult,
 } from '../core/backend.js'
 import { InvalidOptionError } from '../core/errors.js'
+import { overLimit } from '../core/session-limit.js'
 import {
   type CleanupResult,
   DEFAULT_TABLE,
@@ -215,11 +216,10 @@ class MysqlBackend implements SqlBackend {
       [String(write.userId), sid],
     )
     const others = (rows as Array<{ id: unknown }>).map((row) => String(row.id))
-    const excess = others.length - (limit.max - 1)
-    if (excess > 0 && limit.policy === 'refuse') return { result: 'full' }
+    const revoked = overLimit(others, limit)
+    if (revoked === 'full') return { result: 'full' }
     const once = <T>(run: () => Promise<T>) => run()
     if ((await this.#write(connection, once, sid, write)) === 'gone') return { result: 'gone' }
-    const revoked = excess > 0 ? others.slice(0, excess) : []
     const said: CallOptions = write.deadline === undefined ? {} : { deadline: write.deadline }
     for (const id of revoked) await this.#destroy(connection, once, id, said)
     return { result: 'ok', revoked }

@@ -17,6 +17,7 @@ import {
   type WriteResult,
 } from '../core/backend.js'
 import { InvalidOptionError } from '../core/errors.js'
+import { overLimit } from '../core/session-limit.js'
 import {
   type CleanupResult,
   DEFAULT_TABLE,
@@ -206,8 +207,8 @@ class PostgresBackend implements SqlBackend {
         )
         const { rows } = await client.query(this.#sql.others, [user, write.now, sid])
         const others = rows.map((row) => String(row.id))
-        const excess = others.length - (limit.max - 1)
-        if (excess > 0 && limit.policy === 'refuse') {
+        const revoked = overLimit(others, limit)
+        if (revoked === 'full') {
           await client.query('ROLLBACK')
           return { result: 'full' }
         }
@@ -215,7 +216,6 @@ class PostgresBackend implements SqlBackend {
           await client.query('ROLLBACK')
           return { result: 'gone' }
         }
-        const revoked = excess > 0 ? others.slice(0, excess) : []
         for (const id of revoked) {
           const said: CallOptions = { reason: 'limit', by: write.by }
           if (write.deadline !== undefined) said.deadline = write.deadline

@@ -1,6 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { MemcachedClient } from '../backends/memcached/client.js'
-import { stopProcess, waitUntil } from './system.js'
+import { startServerProcess, stopProcess } from './system.js'
 
 /** A private memcached that `sessionmesh up --store memcached` (or a test) started. */
 export interface RunningMemcached {
@@ -33,18 +33,8 @@ export async function startMemcached(
   ]
   // memcached refuses to run as root unless told which user to be.
   if (process.getuid?.() === 0) args.push('-u', 'root')
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-  let output = ''
-  const collect = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4_000)
-  }
-  child.stdout?.on('data', collect)
-  child.stderr?.on('data', collect)
-  await waitUntil(
-    async () => (await version(port)).startsWith('VERSION'),
-    `memcached on port ${port}`,
-    10_000,
-    () => (child.exitCode !== null ? `memcached exited:\n${output.trim()}` : undefined),
+  const child = await startServerProcess(bin, args, `memcached on port ${port}`, async () =>
+    (await version(port)).startsWith('VERSION'),
   )
   return {
     servers: `127.0.0.1:${port}`,

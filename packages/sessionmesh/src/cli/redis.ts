@@ -1,6 +1,6 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createConnection } from 'node:net'
-import { stopProcess, waitUntil } from './system.js'
+import { startServerProcess, stopProcess } from './system.js'
 
 /** A private redis-server that `sessionmesh up` started. */
 export interface RunningRedis {
@@ -27,18 +27,11 @@ export async function startRedis(bin: string, port: number, dir: string): Promis
     '--appendonly',
     'no',
   ]
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
-  let output = ''
-  const collect = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-4_000)
-  }
-  child.stdout?.on('data', collect)
-  child.stderr?.on('data', collect)
-  await waitUntil(
-    async () => (await ping(port)) === '+PONG',
+  const child = await startServerProcess(
+    bin,
+    args,
     `redis-server on port ${port}`,
-    10_000,
-    () => (child.exitCode !== null ? `redis-server exited:\n${output.trim()}` : undefined),
+    async () => (await ping(port)) === '+PONG',
   )
   return {
     url: `redis://127.0.0.1:${port}`,

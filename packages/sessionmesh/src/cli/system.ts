@@ -1,7 +1,7 @@
-import { type ChildProcess, spawnSync } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
 import { createConnection, createServer } from 'node:net'
-import { delimiter, join } from 'node:path'
+import { basename, delimiter, join } from 'node:path'
 
 /** A problem the user can fix; main prints its message without a stack trace. */
 export class UsageError extends Error {
@@ -212,4 +212,28 @@ export async function stopProcess(
     child.kill('SIGKILL')
     await exited
   }
+}
+
+/**
+ * Starts `bin` detached (its own process group, so a stop reaches all of it) and
+ * waits until `ready` holds; if it exits first, the error says `what` and the last
+ * of what it printed.
+ */
+export async function startServerProcess(
+  bin: string,
+  args: string[],
+  what: string,
+  ready: () => Promise<boolean>,
+): Promise<ChildProcess> {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+  let output = ''
+  const collect = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-4_000)
+  }
+  child.stdout?.on('data', collect)
+  child.stderr?.on('data', collect)
+  await waitUntil(ready, what, 10_000, () =>
+    child.exitCode !== null ? `${basename(bin)} exited:\n${output.trim()}` : undefined,
+  )
+  return child
 }

@@ -3,6 +3,18 @@ import { InvalidOptionError, SessionLimitError } from './errors.js'
 import type { DestroyReason } from './events.js'
 import { debug } from './telemetry.js'
 
+/**
+ * What a login does to a user who already has `others` (oldest first): `'full'`
+ * when `refuse` turns it away, else the sessions to revoke so that `max` remain
+ * with the new one. What every backend's `writeLimited` applies, and the store
+ * around a write where the backend has none.
+ */
+export function overLimit(others: readonly string[], rule: SessionLimitRule): string[] | 'full' {
+  const excess = others.length - (rule.max - 1)
+  if (excess <= 0) return []
+  return rule.policy === 'refuse' ? 'full' : others.slice(0, excess)
+}
+
 /** What a full user does to a new login: end the oldest sessions, or refuse the login. */
 export type SessionLimitPolicy = 'revoke-oldest' | 'refuse'
 
@@ -48,7 +60,8 @@ export class SessionLimit {
   async before(sid: string, userId: string, now: number): Promise<void> {
     if (this.policy !== 'refuse') return
     const others = await this.#others(sid, userId, now)
-    if (others.length >= this.max) throw new SessionLimitError(userId, this.max)
+    const ids = others.map((entry) => entry.id)
+    if (overLimit(ids, this.rule) === 'full') throw new SessionLimitError(userId, this.max)
   }
 
   /** After a login's write: ends the user's oldest sessions beyond `max` (`revoke-oldest`). */
@@ -56,10 +69,12 @@ export class SessionLimit {
     if (this.policy !== 'revoke-oldest') return
     try {
       const others = await this.#others(sid, userId, now)
-      const excess = others.length - (this.max - 1)
-      if (excess <= 0) return
       others.sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id))
-      for (const { id } of others.slice(0, excess)) await this.#host.destroy(id, 'limit')
+      const revoked = overLimit(
+        others.map((entry) => entry.id),
+        this.rule,
+      )
+      for (const id of revoked) await this.#host.destroy(id, 'limit')
     } catch (error) {
       // The login is saved: an outage now must not fail it. The next login retries.
       debug('session limit of user not applied this time: %s', error)

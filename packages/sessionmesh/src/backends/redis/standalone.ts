@@ -47,7 +47,8 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
     const deadline = await this.clock.convert(write.deadline)
     const keys = [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
     const limits = [String(limit?.max ?? 0), limit?.policy ?? '', tombstoneTtl]
-    const extra = [deadline, ...limits, write.by ?? '']
+    // The caller's name goes on the limit's revocations only.
+    const extra = [deadline, ...limits, limit ? (write.by ?? '') : '']
     return this.run(this.#lua.write, keys, writeArgs(prefix, sid, write, extra))
   }
 
