@@ -12,29 +12,33 @@ import { createInterface } from 'node:readline'
 const [listenPort, targetHost, targetPort] = process.argv.slice(2)
 const delay = { upMs: 0, downMs: 0 }
 
-/** Forwards `from` to `to`, each chunk `delay[key]` ms late, in order. */
+/**
+ * Forwards `from` to `to`, each chunk `delay[key]` ms late, in order. One queue and
+ * one timer per direction: a timer per chunk could fire out of order (Node starts a
+ * timer from the loop's cached time, not Date.now()), and a reordered TLS record
+ * fails its MAC check, which tore down the connection under load.
+ */
 function pipeDelayed(from, to, key) {
-  let lastDue = 0
-  let pending = 0
+  const queue = [] // { due, chunk }, oldest first; `due` never decreases
+  let timer = null
   let ended = false
-  const finish = () => {
-    if (ended && pending === 0) to.end()
+  const flush = () => {
+    timer = null
+    while (queue.length > 0 && queue[0].due <= Date.now()) {
+      const { chunk } = queue.shift()
+      if (!to.destroyed) to.write(chunk)
+    }
+    if (queue.length > 0) timer = setTimeout(flush, queue[0].due - Date.now())
+    else if (ended) to.end()
   }
   from.on('data', (chunk) => {
-    const due = Math.max(Date.now() + delay[key], lastDue)
-    lastDue = due
-    pending++
-    const deliver = () => {
-      pending--
-      if (!to.destroyed) to.write(chunk)
-      finish()
-    }
-    if (due <= Date.now() && pending === 1) deliver()
-    else setTimeout(deliver, due - Date.now())
+    const last = queue.at(-1)?.due ?? 0
+    queue.push({ due: Math.max(Date.now() + delay[key], last), chunk })
+    if (timer === null) flush()
   })
   from.on('end', () => {
     ended = true
-    finish()
+    if (timer === null) flush()
   })
 }
 
