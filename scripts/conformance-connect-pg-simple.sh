@@ -28,7 +28,7 @@ cat >"$cps/index.js" <<ADAPTER
 'use strict'
 const pg = require('$repo/node_modules/pg')
 const { SessionStore } = require('$repo/packages/sessionmesh/dist/index.js')
-const { postgresBackend } = require('$repo/packages/sessionmesh/dist/backends/postgres.js')
+const { postgresBackend } = require('$repo/packages/sessionmesh/dist/backends/postgres/index.js')
 const storeOptions = JSON.parse(process.env.STORE_OPTIONS || '{}')
 
 module.exports = function () {
@@ -60,7 +60,7 @@ ADAPTER
 cat >"$cps/test/db-utils.js" <<HELPER
 'use strict'
 const pg = require('$repo/node_modules/pg')
-const { migratePostgres } = require('$repo/packages/sessionmesh/dist/backends/postgres.js')
+const { migratePostgres } = require('$repo/packages/sessionmesh/dist/backends/postgres/index.js')
 const conObject = { database: process.env.PGDATABASE }
 const pool = new pg.Pool(conObject)
 async function removeTables () {

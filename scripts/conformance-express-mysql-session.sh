@@ -25,7 +25,7 @@ cat >"$ems/index.js" <<ADAPTER
 'use strict'
 const mysql = require('$repo/node_modules/mysql2/promise')
 const { SessionStore } = require('$repo/packages/sessionmesh/dist/index.js')
-const { mysqlBackend, migrateMysql } = require('$repo/packages/sessionmesh/dist/backends/mysql.js')
+const { mysqlBackend, migrateMysql } = require('$repo/packages/sessionmesh/dist/backends/mysql/index.js')
 const storeOptions = JSON.parse(process.env.STORE_OPTIONS || '{}')
 const table = 'sessionmesh_sessions'
 

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { REJOIN_SECONDS } from '../../packages/sessionmesh/src/cli/nginx-config.js'
 import { type Fleet, NGINX_ADDRESS, startFleet } from '../support/fleet.js'
 import { revokeAcrossHosts } from '../support/fleet-checks.js'
 import { fleetSkipReason, removeDeadFleets } from '../support/fleet-netns.js'
@@ -95,14 +96,14 @@ describe.skipIf(skip)(`fleet over HTTPS${skip ? ` (skipped: ${skip})` : ''}`, ()
     await sleep(1_500)
     const during = await fleet.client.stopLoop('kill')
     await fleet.startApp('app2')
-    // Back in rotation once nginx's fail_timeout (1 s) has passed.
+    // Back in rotation once nginx stops skipping it: up to REJOIN_SECONDS (2 s).
     await fleet.client.startLoop('after', cookies, { url: `${fleet.base}/api/me` }, { pauseMs: 10 })
     await expect
       .poll(
         async () => (await fleet.client.fetch({ url: `${fleet.appUrl('app2')}/healthz` })).status,
       )
       .toBe(200)
-    await sleep(2_000)
+    await sleep(REJOIN_SECONDS * 1_000 + 1_000)
     const after = await fleet.client.stopLoop('after')
     expect(during.count).toBeGreaterThan(50)
     expect(during.byStatus, JSON.stringify(during)).toEqual({ 200: during.count })

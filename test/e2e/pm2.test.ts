@@ -11,7 +11,7 @@ import {
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { nginxUser } from '../../packages/sessionmesh/src/cli/nginx.js'
+import { errorLogTail, nginxUser } from '../../packages/sessionmesh/src/cli/nginx.js'
 import {
   findTool,
   isListening,
@@ -92,6 +92,16 @@ function processesOfThisHome(): number[] {
   return found
 }
 
+/** The requests nginx did not answer with a 200, and which nodes it tried for them. */
+function failedThroughNginx(): string {
+  const prefix = join(dir, 'nginx')
+  const log = readFileSync(join(prefix, 'access.log'), 'utf8').split('\n')
+  const failed = log.filter((line) => line && line.split(' ')[2] !== '200').slice(0, 20)
+  return ['nginx access log ($msec $uri $status $upstream_addr $upstream_status):', ...failed]
+    .concat(['error log:', errorLogTail(prefix)])
+    .join('\n')
+}
+
 beforeAll(async () => {
   redis = await RedisServer.start()
   const port = await freePortRange(NODES)
@@ -130,12 +140,14 @@ beforeAll(async () => {
     join(prefix, 'nginx.conf'),
     [
       `pid ${prefix}/nginx.pid;`,
-      `error_log ${prefix}/error.log;`,
+      `error_log ${prefix}/logs/error.log;`,
       user ? `user ${user};` : '',
       'daemon off;',
       'events {}',
       `http { client_body_temp_path ${prefix}/temp/body; proxy_temp_path ${prefix}/temp/proxy;`,
-      `  access_log off; include ${prefix}/sessionmesh.conf; }`,
+      // Which node answered each request and how: what a failed reload is read from.
+      `  log_format upstream '$msec $request_uri $status $upstream_addr $upstream_status';`,
+      `  access_log ${prefix}/access.log upstream; include ${prefix}/sessionmesh.conf; }`,
     ].join('\n'),
   )
   const bin = findTool(tools.nginx)
@@ -214,7 +226,7 @@ describe('sessionmesh pm2: the ecosystem file under real pm2, behind nginx', () 
     expect(results.length).toBeGreaterThan(0)
     process.stdout.write(`pm2 reload all: ${results.length} requests through nginx meanwhile\n`)
     const failed = results.filter((result) => !('status' in result) || result.status !== 200)
-    expect(failed).toEqual([])
+    expect(failed, failedThroughNginx()).toEqual([])
     for (const [index, browser] of browsers.entries()) {
       expect(await browser.request('GET', '/api/me')).toMatchObject({
         status: 200,

@@ -7,10 +7,10 @@ import express, {
   type Response,
 } from 'express'
 import expressSession from 'express-session'
-import { SessionStore } from 'sessionmesh'
+import { type Backend, SessionStore } from 'sessionmesh'
 import { session } from 'sessionmesh/express'
 import { memoryBackend } from 'sessionmesh/memory'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { testPassport } from '../support/express-app.js'
 
 type Data = Record<string, unknown>
@@ -112,6 +112,17 @@ class Browser {
 /** A Set-Cookie line with its value and expiry times taken out, to compare attributes. */
 const shape = (line: string | undefined) =>
   (line ?? '').replace(/=[^;]*/, '=<value>').replace(/Expires=[^;]*/, 'Expires=<date>')
+
+/** Counts the writes `backend` receives from now on. */
+function countWrites(backend: Backend): { count: number } {
+  const writes = { count: 0 }
+  const write = backend.write.bind(backend)
+  backend.write = (sid, w) => {
+    writes.count++
+    return write(sid, w)
+  }
+  return writes
+}
 
 type Options = Parameters<typeof session>[0]
 /** Both middlewares with the same options, over one store they share. */
@@ -430,15 +441,73 @@ describe('req.session API', () => {
     const base = await make(store)
     const browser = new Browser()
     await browser.request(base, 'PUT', '/set/a/1')
-    let writes = 0
-    const write = backend.write.bind(backend)
-    backend.write = (sid, w) => {
-      writes++
-      return write(sid, w)
-    }
+    const writes = countWrites(backend)
     for (let i = 0; i < 5; i++) await browser.request(base, 'GET', '/get')
     expect(browser.setCookies).toEqual([])
-    expect(writes).toBe(0)
+    expect(writes.count).toBe(0)
+  })
+
+  it('saves and sends the cookie when a middleware before it replaced res.end and res.writeHead, and inside a mounted sub-app', async () => {
+    // The hooks live on ServerResponse.prototype; a response whose methods an
+    // earlier middleware replaced (as compression and on-headers do) gets its own.
+    const store = new SessionStore()
+    const outer = express()
+    const calls: string[] = []
+    // Only on /set: the sub-app's responses keep the methods of their prototype.
+    outer.use('/set', (_req, res, next) => {
+      const { end, writeHead } = res
+      res.writeHead = function (this: Response, ...args: unknown[]) {
+        calls.push('writeHead')
+        return (writeHead as (...a: unknown[]) => Response).apply(this, args)
+      } as Response['writeHead']
+      res.end = function (this: Response, ...args: unknown[]) {
+        calls.push('end')
+        return (end as (...a: unknown[]) => Response).apply(this, args)
+      } as Response['end']
+      next()
+    })
+    outer.use(
+      session({ secret: 'k', store, resave: false, saveUninitialized: false }) as RequestHandler,
+    )
+    const sub = express()
+    sub.put('/set/:value', (req, res) => {
+      data(req).value = req.params.value
+      res.json({ id: req.sessionID })
+    })
+    outer.use('/sub', sub)
+    outer.put('/set/:value', (req, res) => {
+      data(req).value = req.params.value
+      res.json({ id: req.sessionID })
+    })
+    const server = outer.listen(0, '127.0.0.1')
+    servers.push(server)
+    await new Promise((resolve) => server.once('listening', resolve))
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    for (const path of ['/set/own', '/sub/set/mounted']) {
+      const browser = new Browser()
+      const { body } = await browser.request(base, 'PUT', path)
+      expect(browser.cookies.has('connect.sid')).toBe(true)
+      expect(await store.get(String(body.id))).toMatchObject({ value: path.split('/').at(-1) })
+    }
+    expect(calls).toEqual(['end', 'writeHead'])
+  })
+
+  it('writes nothing for a read-only request even when the clock ticks while the cookie is reset', async () => {
+    // Every call of Date.now() is a millisecond later: were `originalMaxAge` read
+    // back from `expires`, each request would come out 1 ms short and be saved.
+    const backend = memoryBackend()
+    const base = await make(new SessionStore({ backend }))
+    const browser = new Browser()
+    await browser.request(base, 'PUT', '/set/a/1')
+    const writes = countWrites(backend)
+    let now = Date.now()
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => ++now)
+    try {
+      for (let i = 0; i < 5; i++) await browser.request(base, 'GET', '/get')
+    } finally {
+      clock.mockRestore()
+    }
+    expect(writes.count).toBe(0)
   })
 
   it('turns a refused save into the response instead of a 200 sent before the save (express-session does that)', async () => {

@@ -41,6 +41,46 @@ describe('mysql backend', () => {
     }
   })
 
+  it('reads, touches and updates through prepared statements; not with prepare: false', async () => {
+    const { uri, drop } = await mysqlDatabase()
+    // One connection each: the session status counters are that connection's own.
+    const prepared = mysql.createPool({ uri, connectionLimit: 1 })
+    const plain = mysql.createPool({ uri, connectionLimit: 1 })
+    const executed = async (pool: mysql.Pool) => {
+      const [rows] = await pool.query("SHOW SESSION STATUS LIKE 'Com_stmt_execute'")
+      return Number((rows as Array<{ Value: string }>)[0]?.Value)
+    }
+    try {
+      await migrateMysql(prepared)
+      for (const [pool, prepare] of [
+        [prepared, true],
+        [plain, false],
+      ] as const) {
+        const backend = mysqlBackend({ pool, cleanupInterval: 0, prepare })
+        const id = sid()
+        const write = createWrite({ set: { a: '"1"' } })
+        expect(await backend.write(id, write)).toBe('ok')
+        const before = await executed(pool)
+        for (let i = 0; i < 3; i++) expect((await backend.get(id))?.fields).toEqual({ a: '"1"' })
+        const touch = { now: write.now + 1000, expiresAt: write.expiresAt + 1000, maxLifetime: 0 }
+        expect(await backend.touch(id, touch)).toBe('ok')
+        expect((await backend.get(id))?.meta).toMatchObject({
+          lastSeenAt: touch.now,
+          expiresAt: touch.expiresAt,
+        })
+        expect(await backend.touch(sid(), touch)).toBe('gone')
+        expect(await backend.write(id, updateWrite({ b: '"2"' }, ['a']))).toBe('ok')
+        expect((await backend.get(id))?.fields).toEqual({ b: '"2"' })
+        // Three reads, two touches, a read, an update and a read.
+        expect(await executed(pool)).toBe(before + (prepare ? 8 : 0))
+      }
+    } finally {
+      await prepared.end()
+      await plain.end()
+      await drop()
+    }
+  })
+
   it('deletes keys whose names need quoting in a JSON path', async () => {
     const { pool, drop } = await mysqlDatabase()
     try {

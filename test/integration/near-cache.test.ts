@@ -12,13 +12,30 @@ type RedisClient = ReturnType<typeof createClient>
 
 const BUS_DELAY = 500
 
+/** Reads of sessions the nodes sent to Redis (HGETALL), counted by {@link lateBus}. */
+const reads = { count: 0 }
+/** How long {@link lateBus} holds each write's reply back: every request of a burst is then in flight at once. */
+const replies = { delay: 0 }
+const held = async <T>(reply: Promise<T>): Promise<T> => {
+  const value = await reply
+  if (replies.delay > 0) await new Promise((resolve) => setTimeout(resolve, replies.delay))
+  return value
+}
+
 /** The same backend, with every bus event delivered `delay` ms late: the bus a near cache must not trust. */
 function lateBus(backend: Backend, delay: number): Backend {
   const subscribe = backend.subscribe?.bind(backend)
+  const writeAndRead = backend.writeAndRead?.bind(backend)
   return {
     kind: backend.kind,
-    get: (sid) => backend.get(sid),
-    write: (sid, write) => backend.write(sid, write),
+    get: (sid) => {
+      reads.count++
+      return backend.get(sid)
+    },
+    ...(writeAndRead && {
+      writeAndRead: (sid, write, basis) => held(writeAndRead(sid, write, basis)),
+    }),
+    write: (sid, write) => held(backend.write(sid, write)),
     touch: (sid, touch) => backend.touch(sid, touch),
     destroy: (sid) => backend.destroy(sid),
     listUser: (user, now) => backend.listUser(user, now),
@@ -59,6 +76,14 @@ async function startNode(redisUrl: string, busDelay: number): Promise<Node> {
     const s = req.session as unknown as Record<string, unknown>
     s.n = Number(req.params.value)
     res.json({ n: s.n })
+  })
+  app.put('/k/:key', (req, res) => {
+    ;(req.session as unknown as Record<string, unknown>)[String(req.params.key)] = 1
+    res.json({})
+  })
+  app.get('/keys', (req, res) => {
+    const { cookie: _c, ...data } = req.session as unknown as Record<string, unknown>
+    res.json(Object.keys(data).sort())
   })
   app.get('/n', (req, res) => {
     res.json({ n: (req.session as unknown as Record<string, unknown>).n ?? null })
@@ -168,6 +193,29 @@ describe('near cache across two nodes on one Redis', () => {
       expect(body.n).toBe(7)
     }
     expect((await commands()) - before).toBe(0)
+  })
+
+  it('a read-modify-write needs no read: each write tells the cache what the session became, concurrent ones too', async () => {
+    const browser = new Browser()
+    await browser.request(a.url, 'PUT', '/n/1')
+    await browser.request(a.url, 'GET', '/n')
+    const before = reads.count
+    for (let i = 2; i <= 20; i++) {
+      const body = (await (await browser.request(a.url, 'PUT', `/n/${i}`)).json()) as { n: number }
+      expect(body.n).toBe(i)
+    }
+    // Ten writes at once on one session, each based on the copy before any of them:
+    // the cached copy ends up holding all ten, and serves the next read.
+    const keys = Array.from({ length: 10 }, (_, i) => `k${i}`)
+    replies.delay = 50
+    try {
+      await Promise.all(keys.map((key) => browser.request(a.url, 'PUT', `/k/${key}`)))
+    } finally {
+      replies.delay = 0
+    }
+    const after = (await (await browser.request(a.url, 'GET', '/keys')).json()) as string[]
+    expect(after).toEqual([...keys, 'n'].sort())
+    expect(reads.count - before).toBe(0)
   })
 
   it('does not serve a session from any cache once its own client logged out on another node', async () => {

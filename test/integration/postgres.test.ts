@@ -42,6 +42,53 @@ describe('postgres backend', () => {
     }
   })
 
+  it('prepares each statement once per connection, under a name of its own; not with prepare: false', async () => {
+    const pg = (await import('pg')).default
+    const { pool, schema, drop } = await pgSchema()
+    // One connection each: pg_prepared_statements lists that connection's own.
+    const prepared = new pg.Pool({ connectionString: PG_URL, max: 1 })
+    const plain = new pg.Pool({ connectionString: PG_URL, max: 1 })
+    const names = async (on: typeof pool) =>
+      (
+        await on.query<{ name: string }>(
+          "SELECT name FROM pg_prepared_statements WHERE name LIKE 'sessionmesh\\_%' ORDER BY name",
+        )
+      ).rows.map((row) => row.name)
+    try {
+      const tables = [`${schema}.first`, `${schema}.second`]
+      for (const table of tables) await migratePostgres(pool, { table })
+      // Two tables on one pool: the same statement of each gets a different name.
+      for (const table of tables) {
+        const backend = postgresBackend({ pool: prepared, table, cleanupInterval: 0 })
+        const id = sid()
+        for (let i = 0; i < 3; i++) {
+          expect(await backend.write(id, createWrite({ set: { n: String(i) } }))).toBe('ok')
+        }
+        expect((await backend.get(id))?.fields).toEqual({ n: '2' })
+      }
+      const seen = await names(prepared)
+      expect(seen).toHaveLength(4)
+      expect(seen.filter((name) => name.startsWith('sessionmesh_create_'))).toHaveLength(2)
+      expect(seen.filter((name) => name.startsWith('sessionmesh_get_'))).toHaveLength(2)
+
+      const unprepared = postgresBackend({
+        pool: plain,
+        table: tables[0] as string,
+        cleanupInterval: 0,
+        prepare: false,
+      })
+      const id = sid()
+      expect(await unprepared.write(id, createWrite({ set: { a: '1' } }))).toBe('ok')
+      expect(await unprepared.write(id, updateWrite({ a: '2' }))).toBe('ok')
+      expect((await unprepared.get(id))?.fields).toEqual({ a: '2' })
+      expect(await names(plain)).toEqual([])
+    } finally {
+      await prepared.end()
+      await plain.end()
+      await drop()
+    }
+  })
+
   it('a create on an expired session starts it afresh, without the old keys', async () => {
     const { pool, schema, drop } = await pgSchema()
     try {

@@ -135,6 +135,64 @@ export function backendContract(
       for (let i = 0; i < 100; i++) expect(fields[`k${i}`]).toBe(`${i}`)
     })
 
+    it('writeAndRead answers the basis field before the write, and the session only when another write came first', async (context) => {
+      const writeAndRead = backend.writeAndRead?.bind(backend)
+      if (!writeAndRead) return context.skip()
+      const id = sid()
+      await backend.write(id, createWrite({ set: { cookie: '{}', v: '"a"', n: '1' } }))
+      // Based on what is stored: the delta applied to it, nothing read back.
+      expect(
+        await writeAndRead(id, updateWrite({ v: '"b"', n: '2' }), { key: 'v', value: '"a"' }),
+      ).toEqual({ result: 'ok', previous: '"a"' })
+      // Based on "a" again, but "b" came first: the whole session as written comes back.
+      const late = await writeAndRead(id, updateWrite({ v: '"c"', m: '3' }, ['n']), {
+        key: 'v',
+        value: '"a"',
+      })
+      expect(late).toMatchObject({ result: 'ok', previous: '"b"' })
+      const stored = late.result === 'ok' ? late.stored : undefined
+      expect(stored?.fields).toEqual({ cookie: '{}', v: '"c"', m: '3' })
+      expect(stored?.meta).toEqual((await backend.get(id))?.meta)
+      // A session without the field: nothing before it.
+      const other = sid()
+      await backend.write(other, createWrite({ set: { cookie: '{}' } }))
+      expect(
+        await writeAndRead(other, updateWrite({ v: '"x"' }), { key: 'v', value: '"w"' }),
+      ).toMatchObject({ result: 'ok', previous: undefined, stored: { fields: { v: '"x"' } } })
+      // Gone: nothing written, nothing read.
+      await backend.destroy(id)
+      expect(await writeAndRead(id, updateWrite({ v: '"d"' }), { key: 'v', value: '"c"' })).toEqual(
+        { result: 'gone' },
+      )
+    })
+
+    it('writeAndRead replies come back in the order the writes were made: each one after the one before', async (context) => {
+      const writeAndRead = backend.writeAndRead?.bind(backend)
+      if (!writeAndRead) return context.skip()
+      const id = sid()
+      await backend.write(id, createWrite({ set: { cookie: '{}', v: '"0"' } }))
+      // 30 writes at once, each based on the version it was sent with ("0"): each
+      // reply names the version of the write before it, and holds every key so far.
+      const order: number[] = []
+      const replies = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          writeAndRead(id, updateWrite({ v: `"${i + 1}"`, [`k${i}`]: '1' }), {
+            key: 'v',
+            value: '"0"',
+          }).then((reply) => {
+            order.push(i)
+            return reply
+          }),
+        ),
+      )
+      expect(order).toEqual(Array.from({ length: 30 }, (_, i) => i))
+      replies.forEach((reply, i) => {
+        expect(reply).toMatchObject({ result: 'ok', previous: `"${i}"` })
+        const fields = reply.result === 'ok' ? (reply.stored?.fields ?? {}) : {}
+        if (i > 0) for (let k = 0; k <= i; k++) expect(fields[`k${k}`]).toBe('1')
+      })
+    })
+
     it('a whole-session write (replace) removes the keys it does not carry', async () => {
       const id = sid()
       await backend.write(id, createWrite({ set: { cookie: '{}', old: '1' } }))
@@ -398,6 +456,24 @@ export function backendContract(
         userAgent: 'Resealed/1.0',
         ip: '127.0.0.1',
       })
+    })
+
+    it('keeps a long user agent whole, any characters, through reads, listings and a shorter one', async () => {
+      // Redis stores an agent over 64 bytes in pieces; these cut inside 2-, 3- and 4-byte characters.
+      const long = `${'Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0 '}${'é€😀'.repeat(24)}`
+      const user = `u-${sid()}`
+      const id = sid()
+      await backend.write(id, createWrite({ userId: user, device: { userAgent: long } }))
+      expect((await backend.get(id))?.meta.userAgent).toBe(long)
+      expect((await backend.listUser(user, Date.now()))[0]?.meta.userAgent).toBe(long)
+      for (const agent of ['Resealed/1.0', long.slice(0, 98), long]) {
+        await backend.write(
+          id,
+          updateWrite({ a: agent }, [], { userId: user, device: { userAgent: agent } }),
+        )
+        expect((await backend.get(id))?.meta.userAgent).toBe(agent)
+      }
+      expect((await backend.listUser(user, Date.now()))[0]?.meta.userAgent).toBe(long)
     })
 
     it('a reseal rewrites keys that still hold the value named, and never one that changed', async () => {

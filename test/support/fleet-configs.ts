@@ -66,7 +66,13 @@ export interface RedisConf {
 
 /** The redis.conf of a Redis host. */
 export function redisConf(conf: RedisConf): string {
-  const lines = [`bind ${conf.bind} 127.0.0.1`, `dir ${conf.dir}`, 'appendonly yes']
+  // Sessions stay compact listpacks though a User-Agent is over 64 bytes (docs/backends.md).
+  const lines = [
+    `bind ${conf.bind} 127.0.0.1`,
+    `dir ${conf.dir}`,
+    'appendonly yes',
+    'hash-max-listpack-value 1024',
+  ]
   lines.push(`requirepass ${conf.password}`)
   if (conf.tls) {
     lines.push(

@@ -25,6 +25,25 @@ describe('sessionmesh sessions: arguments', () => {
     expect(parseSessionsArgs(['count'], noEnv).action).toEqual({ kind: 'count' })
   })
 
+  it('takes session and user ids that start with a dash (one base64url id in 64 does)', () => {
+    expect(parseSessionsArgs(['revoke', '-Ab_c'], noEnv).action).toEqual({
+      kind: 'revoke',
+      sid: '-Ab_c',
+    })
+    expect(parseSessionsArgs(['revoke', '--json', '--', '-Ab_c'], noEnv)).toMatchObject({
+      action: { kind: 'revoke', sid: '-Ab_c' },
+      json: true,
+    })
+    expect(
+      parseSessionsArgs(['revoke', '--user', '-bob', '--except', '-keep', '--json'], noEnv),
+    ).toMatchObject({ action: { kind: 'revoke-user', user: '-bob', except: '-keep' }, json: true })
+    expect(parseSessionsArgs(['revoke', '--except=-keep', '--user=bob'], noEnv).action).toEqual({
+      kind: 'revoke-user',
+      user: 'bob',
+      except: '-keep',
+    })
+  })
+
   it('defaults to the Redis of REDIS_URL, then 127.0.0.1:6379, a 5 s timeout and text output', () => {
     expect(parseSessionsArgs(['count'], noEnv)).toMatchObject({
       store: 'redis',
@@ -90,6 +109,8 @@ describe('sessionmesh sessions: arguments', () => {
     [['list', '--user', 'u', '--except', 'b'], /--except goes with revoke --user/],
     [['count', '--user', 'u'], /counts every session/],
     [['list', '--user'], /--user/],
+    [['revoke', '--user', 'bob', '--except', '--json'], /--except/],
+    [['revoke', 'a', '-b'], /one session id/],
     [['count', '--bogus'], /Unknown option '--bogus'/],
     [['count', '--store', 'sqlite'], /--store must be one of redis, postgres, mysql, tiered/],
     [['count', '--redis', 'http://127.0.0.1'], /--redis must be a redis:\/\//],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { memoryBackend } from '../../packages/sessionmesh/src/backends/memory.js'
-import type { Snapshot } from '../../packages/sessionmesh/src/core/engine.js'
+import type { Snapshot } from '../../packages/sessionmesh/src/core/engine/snapshot.js'
 import { CHANGE_LOG_LIMIT, NearCache } from '../../packages/sessionmesh/src/core/near-cache.js'
 
 const snap = (version: string, value = 'x', seq = 0): Snapshot => ({
@@ -119,5 +119,37 @@ describe('NearCache', () => {
     cache.wrote('s', snap('v3'), other, now)
     expect(cache.lookup('s', 'v2', now)).toBeUndefined()
     expect(cache.lookup('s', 'v3', now)).toBeUndefined()
+  })
+
+  it('keeps the results of concurrent own writes whose replies say what the session became (writeAndRead)', async () => {
+    const cache = await started()
+    const now = Date.now()
+    cache.fill('s', snap('v1'), now)
+    // Two requests based on v1, both sent before either reply came back.
+    const sent = cache.seq
+    cache.wroteFresh('s', { ...snap('v2'), versions: ['v1', 'v2'] }, sent, now)
+    cache.wroteFresh('s', { ...snap('v3'), versions: ['v1', 'v2', 'v3'] }, sent, now)
+    expect(cache.lookup('s', 'v3', now)?.version).toBe('v3')
+    expect(cache.versionsOf('s', 'v3')).toEqual(['v1', 'v2', 'v3'])
+    expect(cache.versionsOf('s', 'v2')).toEqual([])
+  })
+
+  it('drops the result of an own write when another node changed the session after it was sent, or it was destroyed here', async () => {
+    const cache = await started()
+    const now = Date.now()
+    cache.fill('s', snap('v1'), now)
+    const sent = cache.seq
+    cache.onEvent({ v: 1, type: 'changed', sid: 's' }) // another node, after the send
+    cache.wroteFresh('s', snap('v2'), sent, now)
+    expect(cache.lookup('s', 'v2', now)).toBeUndefined()
+    const again = cache.seq
+    cache.forget('s') // a destroy here, before the write's reply
+    cache.wroteFresh('s', snap('v3'), again, now)
+    expect(cache.lookup('s', 'v3', now)).toBeUndefined()
+    // A read that began before an own write does not fill over it.
+    const readSeq = cache.seq
+    cache.wroteFresh('s', snap('v4'), cache.seq, now)
+    cache.fill('s', snap('v1', 'x', readSeq), now)
+    expect(cache.lookup('s', 'v4', now)?.version).toBe('v4')
   })
 })

@@ -62,6 +62,27 @@ describe('SessionStore: sessions without a cookie object', () => {
   })
 })
 
+describe('SessionStore: what it remembers of a loaded session', () => {
+  it('a copy of a loaded session saved under another id is written whole, not as a delta of the first', async () => {
+    const store = new SessionStore()
+    await store.set('a', { cookie, n: 1, kept: 'yes' })
+    const a = (await store.get('a')) as Record<string, unknown>
+    await store.set('b', { ...a, n: 2 })
+    await store.set('c', Object.assign({}, a, { n: 3 }))
+    expect(JSON.stringify(a)).not.toContain('snapshot')
+    expect(await store.get('b')).toMatchObject({ n: 2, kept: 'yes' })
+    expect(await store.get('c')).toMatchObject({ n: 3, kept: 'yes' })
+  })
+
+  it('a frozen session object is loaded and saved as any other', async () => {
+    const store = new SessionStore()
+    await store.set('f', Object.freeze({ cookie, n: 1 }))
+    const f = (await store.get('f')) as Record<string, unknown>
+    await store.set('f', Object.freeze({ ...f, n: 2 }))
+    expect(await store.get('f')).toMatchObject({ n: 2 })
+  })
+})
+
 describe('SessionStore: callbacks', () => {
   // In a process of its own: an uncaught exception here would be the test runner's.
   function thrownFrom(call: string): string {

@@ -4,7 +4,9 @@ import { memoryBackend } from './backends/memory.js'
 import type { Backend } from './core/backend.js'
 import type { SessionData } from './core/codec.js'
 import type { EncryptionOptions } from './core/encryption.js'
-import { type Device, passportUser, SessionEngine, type Snapshot } from './core/engine.js'
+import { SessionEngine } from './core/engine/index.js'
+import { passportUser } from './core/engine/options.js'
+import type { Device, Snapshot } from './core/engine/snapshot.js'
 import { InvalidOptionError, NotSupportedError } from './core/errors.js'
 import type { SessionLifecycleEvent } from './core/events.js'
 import { type MetricsOptions, recorderFor } from './metrics.js'
@@ -138,12 +140,12 @@ export class SessionStore extends EventEmitter {
   readonly backend: Backend
   readonly #engine: SessionEngine
   /**
-   * Keyed by the very object a request holds (express-session's Session), so that
+   * Kept on the very object a request holds (express-session's Session), so that
    * two concurrent requests on one session each diff against what they loaded.
    */
-  readonly #snapshots = new WeakMap<object, Snapshot>()
+  readonly #snapshots = new Tags<Snapshot>('snapshot')
   /** Sessions express-session generated in this process that no save has stored yet. */
-  readonly #fresh = new WeakSet<object>()
+  readonly #fresh = new Tags<true>('fresh')
   #generate: ((req: GeneratingRequest) => void) | undefined
 
   constructor(options: SessionStoreOptions = {}) {
@@ -315,7 +317,7 @@ export class SessionStore extends EventEmitter {
         generate(req)
         const session = req.session
         if (typeof session !== 'object' || session === null) return
-        this.#fresh.add(session)
+        this.#fresh.set(session, true)
         const destroy = (session as { destroy?: unknown }).destroy
         if (typeof destroy !== 'function') return
         // express-session's Session#destroy names only the id to the store; this one
@@ -414,6 +416,47 @@ export class SessionStore extends EventEmitter {
 /** The engine behind a store, for the `sessionmesh/express` middleware (not public API). */
 export function engineOf(store: object): SessionEngine | undefined {
   return engines.get(store)
+}
+
+/**
+ * A value per session object (what it was loaded or last saved as; whether it is
+ * new), held by the object itself under a symbol of this store's: a property
+ * that is not enumerable, so that no copy, spread or JSON of the session carries
+ * it. A WeakMap did the same at a cost: with three entries per request, its
+ * upkeep in the garbage collector took a tenth of a read-modify-write's time
+ * under express-session (bench/pair.mjs). An object that takes no new property
+ * (frozen) falls back to a WeakMap.
+ */
+class Tags<T> {
+  readonly #key: symbol
+  readonly #frozen = new WeakMap<object, T>()
+
+  constructor(name: string) {
+    this.#key = Symbol(`sessionmesh.${name}`)
+  }
+
+  get(session: object): T | undefined {
+    const tagged = session as Record<symbol, T | undefined>
+    return Object.hasOwn(session, this.#key) ? tagged[this.#key] : this.#frozen.get(session)
+  }
+
+  has(session: object): boolean {
+    return this.get(session) !== undefined
+  }
+
+  set(session: object, value: T): void {
+    const tagged = session as Record<symbol, T | undefined>
+    if (Object.hasOwn(session, this.#key)) tagged[this.#key] = value
+    else if (Object.isExtensible(session)) {
+      Object.defineProperty(session, this.#key, { value, writable: true })
+    } else this.#frozen.set(session, value)
+  }
+
+  delete(session: object): void {
+    if (Object.hasOwn(session, this.#key)) {
+      ;(session as Record<symbol, T | undefined>)[this.#key] = undefined
+    } else this.#frozen.delete(session)
+  }
 }
 
 const engines = new WeakMap<object, SessionEngine>()

@@ -1,7 +1,7 @@
 import { debuglog } from 'node:util'
 import type { Backend, SessionWrite, StoredSession, WriteResult } from '../core/backend.js'
 import { encodeSession, type SessionData } from '../core/codec.js'
-import { passportUser } from '../core/engine.js'
+import { passportUser } from '../core/engine/options.js'
 import { InvalidOptionError, redactSid } from '../core/errors.js'
 import { connect, type RedisLike } from './redis/client.js'
 

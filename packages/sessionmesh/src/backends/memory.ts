@@ -5,12 +5,14 @@ import {
   EVENT_PROTOCOL_VERSION,
   type IndexedSession,
   type LimitedWriteResult,
+  type ReadWriteResult,
   type SessionEvent,
   type SessionLimitRule,
   type SessionMeta,
   type SessionTouch,
   type SessionWrite,
   type StoredSession,
+  type WriteBasis,
   type WriteResult,
 } from '../core/backend.js'
 import { overLimit } from '../core/session-limit.js'
@@ -102,6 +104,19 @@ class MemoryBackend implements Backend {
     this.#index(sid, entry.meta, write.userId)
     this.#emit('changed', sid)
     return 'ok'
+  }
+
+  /** In one step, as every call here is. */
+  async writeAndRead(
+    sid: string,
+    write: SessionWrite,
+    basis: WriteBasis,
+  ): Promise<ReadWriteResult> {
+    const previous = this.#live(sid, write.now)?.fields.get(basis.key)
+    if ((await this.write(sid, write)) === 'gone') return { result: 'gone' }
+    if (previous === basis.value) return { result: 'ok', previous }
+    const stored = (await this.get(sid)) ?? undefined
+    return stored ? { result: 'ok', previous, stored } : { result: 'ok', previous }
   }
 
   /** In one step, as every call here is: the limit is exact. The oldest are the first to have joined. */

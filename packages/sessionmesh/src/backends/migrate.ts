@@ -1,6 +1,6 @@
 import { InvalidOptionError } from '../core/errors.js'
-import { type MysqlPoolLike, migrateMysql, mysqlBackend } from './mysql.js'
-import { migratePostgres, type PgPoolLike, postgresBackend } from './postgres.js'
+import { type MysqlPoolLike, migrateMysql, mysqlBackend } from './mysql/index.js'
+import { migratePostgres, type PgPoolLike, postgresBackend } from './postgres/index.js'
 import type { SqlBackend, SqlBackendOptions } from './sql-common.js'
 
 // What a command line needs to run the SQL backends from a URL or the usual

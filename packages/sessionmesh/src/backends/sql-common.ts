@@ -97,6 +97,12 @@ export function tableParts(table: string): { schema?: string; name: string } {
   return second === undefined ? { name: first } : { schema: first, name: second }
 }
 
+/** `table` (a name, or `schema.name`) as SQL, each part quoted with the database's `quote`. */
+export function quotedTable(table: string, quote: (identifier: string) => string): string {
+  const { schema, name } = tableParts(table)
+  return schema === undefined ? quote(name) : `${quote(schema)}.${quote(name)}`
+}
+
 /** A row as both backends select it (timestamps may come back as strings). */
 export interface SessionRow {
   fields: unknown

@@ -72,11 +72,16 @@ export interface NginxConfigOptions {
 
 /** How long nginx waits on an upstream read or write. Above socket.io's 25 s ping + 20 s timeout. */
 export const PROXY_TIMEOUT_SECONDS = 60
-/**
- * How long nginx skips a node after a failed attempt. A rolling restart waits this
- * long after each replacement is healthy, so that nginx has one node out at a time.
- */
+/** How long nginx skips a node after a failed attempt (`fail_timeout`). */
 export const FAIL_TIMEOUT_SECONDS = 1
+/**
+ * How long after its last failed attempt nginx may still skip a node that is back.
+ * nginx keeps time in whole seconds: an attempt that failed at any moment of second
+ * S keeps the node out through second S + fail_timeout, up to fail_timeout + 1 s
+ * later. A rolling restart waits this long after each replacement answers, so that
+ * nginx never has two nodes out at once.
+ */
+export const REJOIN_SECONDS = FAIL_TIMEOUT_SECONDS + 1
 /** How long an idle upstream connection is kept; the app's keepAliveTimeout must be longer. */
 export const UPSTREAM_KEEPALIVE_SECONDS = 60
 

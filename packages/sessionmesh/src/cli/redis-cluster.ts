@@ -2,7 +2,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { ping } from './redis.js'
+import { COMPACT_HASHES, ping } from './redis.js'
 import { freePort, stopProcess, waitUntil } from './system.js'
 
 const run = promisify(execFile)
@@ -102,6 +102,7 @@ export async function startRedisCluster(
         '',
         '--appendonly',
         'no',
+        ...COMPACT_HASHES,
         '--logfile',
         'redis.log',
       ],

@@ -11,6 +11,16 @@ export interface RunningRedis {
 }
 
 /**
+ * The redis-server arguments that keep a session's hash compact. Redis stores a
+ * small hash as a listpack only while every value is at most 64 bytes (its
+ * default). The backend keeps its own fields within that, but an application's
+ * values may be longer (a cookie with `secure` and `sameSite` is 87 bytes), and
+ * the hash then takes about twice the memory (docs/backends.md, "Memory in
+ * Redis"). The ziplist name is the one Redis 6 knows and Redis 7 still accepts.
+ */
+export const COMPACT_HASHES = ['--hash-max-ziplist-value', '1024'] as const
+
+/**
  * Starts redis-server on 127.0.0.1:`port` with its working directory in `dir` and
  * no persistence: the cluster's sessions live as long as the cluster does.
  */
@@ -26,6 +36,7 @@ export async function startRedis(bin: string, port: number, dir: string): Promis
     '',
     '--appendonly',
     'no',
+    ...COMPACT_HASHES,
   ]
   const child = await startServerProcess(
     bin,

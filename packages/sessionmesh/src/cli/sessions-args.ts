@@ -117,23 +117,59 @@ export function parseSessionsArgs(
   }
 }
 
+const OPTIONS = {
+  user: { type: 'string' },
+  except: { type: 'string' },
+  redis: { type: 'string' },
+  store: { type: 'string' },
+  'database-url': { type: 'string' },
+  prefix: { type: 'string' },
+  table: { type: 'string' },
+  json: { type: 'boolean' },
+  timeout: { type: 'string' },
+} as const
+
 function parseOptions(argv: string[]) {
   return parseArgs({
-    args: argv,
+    args: dashesAsValues(argv),
     strict: true,
     allowPositionals: true,
-    options: {
-      user: { type: 'string' },
-      except: { type: 'string' },
-      redis: { type: 'string' },
-      store: { type: 'string' },
-      'database-url': { type: 'string' },
-      prefix: { type: 'string' },
-      table: { type: 'string' },
-      json: { type: 'boolean' },
-      timeout: { type: 'string' },
-    },
+    options: OPTIONS,
   })
+}
+
+/** True for `--name` or `--name=…` of an option above, and for `--`. */
+function isOption(token: string): boolean {
+  if (token === '--') return true
+  return token.startsWith('--') && Object.hasOwn(OPTIONS, token.slice(2).split('=')[0] as string)
+}
+
+/**
+ * Session ids are base64url, so one in 64 starts with '-', and parseArgs would
+ * read `revoke -abc…` or `--except -abc…` as options (`--except` as missing its
+ * value). Rewritten here: what follows a string option is its value unless it is
+ * an option itself; a word with a single leading '-' is a positional (no option
+ * has a short form). Positionals keep their order, after a `--`.
+ */
+function dashesAsValues(argv: string[]): string[] {
+  const options: string[] = []
+  const positionals: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const token = argv[i] as string
+    const next = argv[i + 1]
+    if (token === '--') {
+      positionals.push(...argv.slice(i + 1))
+      break
+    }
+    const name = token.startsWith('--') ? token.slice(2) : undefined
+    const option = name === undefined ? undefined : OPTIONS[name as keyof typeof OPTIONS]
+    if (option?.type === 'string' && next !== undefined && !isOption(next)) {
+      options.push(`${token}=${next}`)
+      i++
+    } else if (token.startsWith('--')) options.push(token)
+    else positionals.push(token)
+  }
+  return [...options, '--', ...positionals]
 }
 
 function actionOf(

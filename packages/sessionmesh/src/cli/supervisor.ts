@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { get } from 'node:http'
 import type { Logger } from 'pino'
-import { FAIL_TIMEOUT_SECONDS } from './nginx-config.js'
+import { REJOIN_SECONDS } from './nginx-config.js'
 import { isListening, sleep, stopProcess, waitUntil } from './system.js'
 
 /** Options of {@link Supervisor}. */
@@ -155,9 +155,9 @@ export class Supervisor {
     const fresh = this.#spawn(node)
     await this.#waitHealthy(node, fresh)
     node.restarts++
-    // nginx saw a refused connection while the port was free and skips this node
-    // for fail_timeout: wait it out, or the next nodes would all be out at once.
-    await sleep(FAIL_TIMEOUT_SECONDS * 1_000 + 250)
+    // nginx saw a refused connection while the port was free and may skip this
+    // node for up to REJOIN_SECONDS: wait it out, or the next node would be out too.
+    await sleep(REJOIN_SECONDS * 1_000 + 500)
     // The old process keeps draining in the background; its exit is not waited for
     // before the next node, but it is never left behind.
     drained.catch(() => {})

@@ -127,6 +127,21 @@ export type LimitedWriteResult =
   | { result: 'full' }
   | { result: 'ok'; revoked: string[] }
 
+/** The stored field (and its value) a caller's copy of a session was read with: see {@link Backend.writeAndRead}. */
+export interface WriteBasis {
+  key: string
+  value: string
+}
+
+/**
+ * What {@link Backend.writeAndRead} did: `previous` is what the basis field held
+ * just before the write (`undefined`: nothing); `stored`, present exactly when
+ * that was not the basis value, is the session as the write left it.
+ */
+export type ReadWriteResult =
+  | { result: 'gone' }
+  | { result: 'ok'; previous: string | undefined; stored?: StoredSession }
+
 /** An extension of a session's expiry, with no change to its data. */
 export interface SessionTouch {
   now: number
@@ -180,6 +195,15 @@ export interface Backend {
     write: SessionWrite,
     limit: SessionLimitRule,
   ): Promise<LimitedWriteResult>
+  /**
+   * {@link Backend.write} for a caller that keeps a copy of the session (the near
+   * cache), read when field `basis.key` held `basis.value`. In the same atomic
+   * step it answers what that field held before the write and, when another
+   * write came in between, the whole session as this write left it: the copy
+   * stays exact without a second round trip. Replies to calls on one session
+   * come back in the order the calls were made.
+   */
+  writeAndRead?(sid: string, write: SessionWrite, basis: WriteBasis): Promise<ReadWriteResult>
   /** Extends the expiry of an existing session; never creates one. */
   touch(sid: string, touch: SessionTouch): Promise<WriteResult>
   /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */

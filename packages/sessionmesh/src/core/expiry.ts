@@ -19,11 +19,10 @@ interface CookieLike {
 export function sessionExpiry(session: object, now: number, ttl: number): number {
   const cookie = (session as { cookie?: unknown }).cookie
   if (typeof cookie !== 'object' || cookie === null) return now + ttl
-  const expires = cookieExpires(cookie)
   const { originalMaxAge, maxAge } = cookie as CookieLike
   const lifetime = originalMaxAge ?? maxAge
   if (typeof lifetime === 'number' && Number.isFinite(lifetime)) return now + lifetime
-  return expires ?? now + ttl
+  return cookieExpires(cookie) ?? now + ttl
 }
 
 /** A cookie's `expires` in epoch ms (a Date, or the ISO string of its JSON), if it has a valid one. */
@@ -32,6 +31,6 @@ export function cookieExpires(cookie: unknown): number | undefined {
   if (!(expires instanceof Date || typeof expires === 'string' || typeof expires === 'number')) {
     return undefined
   }
-  const at = new Date(expires).getTime()
+  const at = expires instanceof Date ? expires.getTime() : new Date(expires).getTime()
   return Number.isFinite(at) ? at : undefined
 }

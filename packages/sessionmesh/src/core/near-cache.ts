@@ -1,5 +1,5 @@
 import type { Backend, BusState, SessionEvent } from './backend.js'
-import type { Snapshot } from './engine.js'
+import type { Snapshot } from './engine/snapshot.js'
 import { InvalidOptionError } from './errors.js'
 import { debug } from './telemetry.js'
 
@@ -103,6 +103,8 @@ export class NearCache {
   /** Counts every change seen; `#changed` says when each session last changed. */
   #seq = 0
   readonly #changed = new Map<string, number>()
+  /** When each session was last dropped: changed or ended by anything but an own write. */
+  readonly #dropped = new Map<string, number>()
   /** Changes older than this were dropped from `#changed`: assume any session changed then. */
   #floor = 0
   readonly #pending = new Map<string, Pending>()
@@ -193,10 +195,32 @@ export class NearCache {
    */
   wrote(sid: string, next: Snapshot, base: Snapshot | undefined, now: number): void {
     const stale = base !== undefined && this.#changedSince(sid, base.loadSeq)
-    this.#markChanged(sid)
+    this.#markChanged(sid, false)
     if (!this.#ready) return
     if (stale) this.#remove(sid)
     else this.#put(sid, next, now)
+  }
+
+  /**
+   * An own write whose reply says what the session became: `next` is exact as of
+   * that write (the backend applied it to the version it was based on, or read
+   * the session back). Cached unless, since the write was sent (change counter
+   * `sentSeq`), the session was dropped: an event from the bus, a destroy here,
+   * a failed write. Other own writes do not count: the backend answers calls on
+   * one session in the order they were made, so a later reply is a later state.
+   */
+  wroteFresh(sid: string, next: Snapshot, sentSeq: number, now: number): void {
+    const dropped = (this.#dropped.get(sid) ?? this.#floor) > sentSeq
+    this.#markChanged(sid, false)
+    if (!this.#ready) return
+    if (dropped) this.#remove(sid)
+    else this.#put(sid, next, now)
+  }
+
+  /** The versions the cached copy of `sid` is known to contain, if that copy is at `version`. */
+  versionsOf(sid: string, version: string): readonly string[] {
+    const entry = this.#entries.get(sid)
+    return entry?.snapshot.version === version ? entry.snapshot.versions : []
   }
 
   /** A touch reached the backend: the entry is confirmed and gets the new expiry. */
@@ -223,6 +247,7 @@ export class NearCache {
     this.#bytes = 0
     this.#floor = ++this.#seq
     this.#changed.clear()
+    this.#dropped.clear()
     this.#log = []
     this.#logHead = 0
   }
@@ -267,12 +292,14 @@ export class NearCache {
     return (this.#changed.get(sid) ?? this.#floor) > seq
   }
 
-  #markChanged(sid: string): void {
+  /** Records a change of `sid`; `dropped` unless it is an own write the cache took in. */
+  #markChanged(sid: string, dropped = true): void {
     const seq = ++this.#seq
     // The Map is updated in place (delete-then-set costs time in proportion to its
     // size in V8); the log keeps the changes in sequence order, so that trimming
     // drops the oldest changes and raises the floor only to their sequence.
     this.#changed.set(sid, seq)
+    if (dropped) this.#dropped.set(sid, seq)
     this.#log.push(sid, seq)
     while (this.#changed.size > CHANGE_LOG_LIMIT) {
       const oldest = this.#log[this.#logHead] as string
@@ -280,7 +307,9 @@ export class NearCache {
       this.#logHead += 2
       // A later change of the same session is further on in the log: skip this one.
       if (this.#changed.get(oldest) === at) {
+        // Its last drop is no later than its last change: below the floor too.
         this.#changed.delete(oldest)
+        this.#dropped.delete(oldest)
         this.#floor = at
       }
     }

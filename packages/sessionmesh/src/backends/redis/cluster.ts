@@ -1,14 +1,25 @@
 import { debuglog } from 'node:util'
-import type {
-  Backend,
-  CallOptions,
-  IndexedSession,
-  SessionTouch,
-  SessionWrite,
-  WriteResult,
+import {
+  type Backend,
+  type CallOptions,
+  type IndexedSession,
+  MalformedRecordError,
+  type ReadWriteResult,
+  type SessionTouch,
+  type SessionWrite,
+  type WriteBasis,
+  type WriteResult,
 } from '../../core/backend.js'
 import { RedisBackendBase } from './base.js'
-import { bucketKey, indexedSession, isReply, sessionKey, writeArgs } from './common.js'
+import {
+  basisArgs,
+  basisResult,
+  bucketKey,
+  isReply,
+  readSession,
+  sessionKey,
+  writeArgs,
+} from './common.js'
 import { clusterScripts as lua } from './lua.js'
 
 const debug = debuglog('sessionmesh:redis')
@@ -39,6 +50,20 @@ export const JOIN_GRACE_MS = 60_000
  */
 export class ClusterRedisBackend extends RedisBackendBase implements Backend {
   async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    return first(await this.#write(sid, write, undefined)) === 1 ? 'ok' : 'gone'
+  }
+
+  /** The basis is read and the session read back inside the session's write script. */
+  async writeAndRead(
+    sid: string,
+    write: SessionWrite,
+    basis: WriteBasis,
+  ): Promise<ReadWriteResult> {
+    const reply = await this.#write(sid, write, basis)
+    return first(reply) === 1 ? basisResult(reply, 2) : { result: 'gone' }
+  }
+
+  async #write(sid: string, write: SessionWrite, basis: WriteBasis | undefined): Promise<unknown> {
     const keys = this.#keys(sid)
     const deadline = await this.clock.convert(write.deadline)
     const user = write.userId ?? ''
@@ -50,16 +75,18 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
       joined = user
     }
     const prefix = this.layout.prefix
-    let reply = await this.run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
+    const args = () => writeArgs(prefix, sid, write, [deadline, joined, ...basisArgs(basis)])
+    let reply = await this.run(lua.write, keys, args())
     if (first(reply) === 2) {
       await this.#join(user, sid, deadline, write.now)
       joined = user
-      reply = await this.run(lua.write, keys, writeArgs(prefix, sid, write, [deadline, joined]))
+      reply = await this.run(lua.write, keys, args())
     }
-    if (first(reply) !== 1) return 'gone'
-    const previous = second(reply)
-    if (previous !== '' && previous !== user) this.#leaveLater(previous, [[sid, '']])
-    return 'ok'
+    if (first(reply) === 1) {
+      const previous = second(reply)
+      if (previous !== '' && previous !== user) this.#leaveLater(previous, [[sid, '']])
+    }
+    return reply
   }
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
@@ -86,22 +113,22 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
     const send = this.connection.send
     const rows = await Promise.all(
       Object.entries(entries).map(async ([sid, joinedAt]) => {
-        const key = sessionKey(this.layout.prefix, sid)
-        const meta = (await send(key, ['HMGET', key, 'c', 'l', 'e', 'a', 'i', 'u']).catch(
+        // The whole hash: an agent may be stored in any number of pieces (see lua.ts).
+        const stored = await readSession(send, sessionKey(this.layout.prefix, sid)).catch(
           (error: unknown) => {
-            // A key of another type is no live session of this user; anything else is.
-            if (isReply(error) && /^WRONGTYPE\b/.test(error.message)) return []
+            // A record of another type or shape is no live session of this user; anything else is.
+            if (error instanceof MalformedRecordError) return null
             throw error
           },
-        )) as unknown[]
-        return { sid, joinedAt, meta }
+        )
+        return { sid, joinedAt, stored }
       }),
     )
     const live: IndexedSession[] = []
     const dead: Array<[string, string]> = []
-    for (const { sid, joinedAt, meta } of rows) {
-      if (meta[0] != null && meta[5] != null && String(meta[5]) === userId) {
-        live.push(indexedSession([sid, ...meta.slice(0, 5)], userId))
+    for (const { sid, joinedAt, stored } of rows) {
+      if (stored?.meta.userId === userId) {
+        live.push({ id: sid, meta: stored.meta })
       } else if (now - joinedAt > JOIN_GRACE_MS) dead.push([sid, String(joinedAt)])
       // else: a login on its way, whose session is not written yet.
     }

@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto'
 import {
   MalformedRecordError,
+  type ReadWriteResult,
   resealPairs,
   type SessionMeta,
   type StoredSession,
+  type WriteBasis,
 } from '../../core/backend.js'
 import type { Send } from './client.js'
 
@@ -135,12 +137,21 @@ export function toPairs(reply: unknown): Array<[string, string]> {
   return []
 }
 
-/** A session hash as the scripts write it. */
-export function decodeHash(pairs: Array<[string, string]>): StoredSession {
+/** HGETALL's answer as a flat list, name, value, name, value…, whichever protocol answered. */
+function flatHash(reply: unknown): readonly unknown[] {
+  // RESP2's flat array (node-redis, ioredis) is read as it is, without pairs.
+  return Array.isArray(reply) ? reply : toPairs(reply).flat()
+}
+
+/** A session hash as the scripts write it, from {@link flatHash}. */
+function decodeHash(flat: readonly unknown[]): StoredSession {
   const fields: Record<string, string> = {}
   const raw: Record<string, string> = {}
-  for (const [name, value] of pairs) {
-    if (name.startsWith('.')) fields[name.slice(1)] = value
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const name = String(flat[i])
+    const value = String(flat[i + 1])
+    // 46 is '.': a data key; the others are the meta fields.
+    if (name.charCodeAt(0) === 46) fields[name.slice(1)] = value
     else raw[name] = value
   }
   const createdAt = Number(raw.c)
@@ -151,9 +162,18 @@ export function decodeHash(pairs: Array<[string, string]>): StoredSession {
   }
   const meta: SessionMeta = { createdAt, lastSeenAt, expiresAt }
   if (raw.u !== undefined) meta.userId = raw.u
-  if (raw.a !== undefined) meta.userAgent = raw.a
+  const userAgent = agentOf(raw)
+  if (userAgent !== undefined) meta.userAgent = userAgent
   if (raw.i !== undefined) meta.ip = raw.i
   return { fields, meta }
+}
+
+/** The user agent from a session's meta fields: 'a' and the pieces a1, a2, … after it (see lua.ts). */
+function agentOf(raw: Record<string, string>): string | undefined {
+  let agent = raw.a
+  if (agent === undefined) return undefined
+  for (let k = 1; raw[`a${k}`] !== undefined; k++) agent += raw[`a${k}`]
+  return agent
 }
 
 /** Reads a session with HGETALL; a key of another type is a malformed record. */
@@ -172,9 +192,9 @@ export async function readSession(send: Send, key: string): Promise<StoredSessio
     }
     throw error
   }
-  const pairs = toPairs(reply)
+  const pairs = flatHash(reply)
   // On a cluster a tombstone is the session key holding only 't' (see lua.ts).
-  if (pairs.length === 0 || (pairs.length === 1 && pairs[0]?.[0] === 't')) return null
+  if (pairs.length === 0 || (pairs.length === 2 && String(pairs[0]) === 't')) return null
   return decodeHash(pairs)
 }
 
@@ -204,6 +224,21 @@ export function writeArgs(
   for (const [name, value] of set) args.push(`.${name}`, value)
   for (const name of write.unset) args.push(`.${name}`)
   return args
+}
+
+/** A write's basis as the scripts read it: its key (data keys are stored with a '.') and value, or '' twice. */
+export function basisArgs(basis: WriteBasis | undefined): [string, string] {
+  return basis ? [basis.key, basis.value] : ['', '']
+}
+
+/** A write script's answer with a basis, from position `at`: the field before, and the session when another write came first. */
+export function basisResult(reply: unknown, at: number): ReadWriteResult {
+  const parts = reply as unknown[]
+  const before = String(parts[at] ?? '')
+  const previous = before === '' ? undefined : before
+  const hash = parts[at + 1]
+  if (hash === undefined) return { result: 'ok', previous }
+  return { result: 'ok', previous, stored: decodeHash(flatHash(hash)) }
 }
 
 /** The write's reseal as the scripts read it: JSON `{ key: [from, to] }`, or '' for none. */

@@ -1,7 +1,8 @@
 // The Lua the Redis backend runs. Two sets over one key layout:
 //
 //   <prefix>s:<id>    the session: a hash, data keys as '.' + key, meta fields
-//                     c created, l last seen, e expires, u user, a agent, i ip
+//                     c created, l last seen, e expires, u user, a agent, i ip;
+//                     an agent over 64 bytes goes on in a1, a2, … (see pieces)
 //   <prefix>t:<id>    its tombstone, on one server (the previous release's layout)
 //   <prefix>ix:<n>    user index buckets: one field per user
 //   <prefix>events    the event channel
@@ -63,6 +64,37 @@ local function publish(channel, kind, sid, reason, by)
   if by and by ~= '' then message = message .. ',"by":' .. cjson.encode(by) end
   redis.call('PUBLISH', channel, message .. '}')
 end
+-- Redis keeps a hash compact (a listpack, about half the memory of a hashtable)
+-- only while every value is at most hash-max-listpack-value bytes, 64 by default,
+-- and a browser's User-Agent is longer. So the agent is stored in pieces of at
+-- most 64 bytes, 'a' then 'a1', 'a2', …, each cut between two UTF-8 characters
+-- (clients decode each field as text on its own).
+local PIECE = 64
+local function pieces(value)
+  local out, from, n = {}, 1, #value
+  while from <= n do
+    local to = math.min(from + PIECE - 1, n)
+    while to < n and to > from do
+      local b = string.byte(value, to + 1)
+      if b < 128 or b >= 192 then break end
+      to = to - 1
+    end
+    out[#out + 1] = string.sub(value, from, to)
+    from = to + 1
+  end
+  return out
+end
+-- The agent as stored: 'a' and the pieces after it, joined (nil for none).
+local function agentOf(key, first)
+  if not first then return nil end
+  local parts, k = {first}, 1
+  while true do
+    local part = redis.call('HGET', key, 'a' .. k)
+    if not part then return table.concat(parts) end
+    parts[#parts + 1] = part
+    k = k + 1
+  end
+end
 -- HSET and HDEL in chunks: unpack() of thousands of arguments overflows Lua's stack.
 local function chunked(command, key, list, from, to)
   local i = from
@@ -111,6 +143,18 @@ local function prepare(key, tombstones)
   if maxLifetime > 0 then expiresAt = math.min(expiresAt, (created or now) + maxLifetime) end
   return { created = created, old = old, now = now, expiresAt = expiresAt, n = n }
 end
+-- With a basis (writeAndRead): what its field held before the write, read before apply().
+local function basisBefore(key, basisKey)
+  if basisKey == '' then return false end
+  return redis.call('HGET', key, '.' .. basisKey)
+end
+-- The reply's tail for writeAndRead: the basis field's value before the write
+-- ('' for none) and, when that was not the basis value, the session as written.
+local function basisReply(reply, key, before, basisValue)
+  reply[#reply + 1] = before or ''
+  if before ~= basisValue then reply[#reply + 1] = redis.call('HGETALL', key) end
+  return reply
+end
 -- The write's reseal (JSON { key: [from, to] } or ''), taken out of ARGV by the script.
 local RESEAL = ''
 -- Applies a prepared write to the session hash; returns nothing, fails on nothing.
@@ -128,7 +172,18 @@ local function apply(key, w)
   end
   -- The device: recorded when the session is created; an update writes the fields
   -- it carries (sealed again after a key rotation).
-  if (not w.created or ARGV[3] == 'update') and ARGV[9] ~= '' then args[#args + 1] = 'a'; args[#args + 1] = ARGV[9] end
+  if (not w.created or ARGV[3] == 'update') and ARGV[9] ~= '' then
+    local parts = pieces(ARGV[9])
+    -- The pieces of a longer agent this one replaces (a reseal), past the new ones.
+    if w.created then
+      local k = #parts
+      while redis.call('HDEL', key, 'a' .. k) == 1 do k = k + 1 end
+    end
+    for k, part in ipairs(parts) do
+      args[#args + 1] = k == 1 and 'a' or 'a' .. (k - 1)
+      args[#args + 1] = part
+    end
+  end
   if (not w.created or ARGV[3] == 'update') and ARGV[10] ~= '' then args[#args + 1] = 'i'; args[#args + 1] = ARGV[10] end
   local uid = ARGV[8]
   if uid ~= '' and w.old ~= uid then args[#args + 1] = 'u'; args[#args + 1] = uid end
@@ -176,11 +231,12 @@ end
   return {
     // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
     // userAgent, ip, reseal, deadline, session limit (0 for none), its policy,
-    // tombstone ttl, the caller's name, #set fields, then field/value pairs, then
-    // fields to delete. The six after ip are taken out first, so that the rest is
-    // laid out as prepare() and apply() read it. Returns 1 when written, 0 when gone,
-    // 2 when a login was refused by the limit (nothing written), or the ids the
-    // limit revoked to make room.
+    // tombstone ttl, the caller's name, the basis key and value ('' for none), #set
+    // fields, then field/value pairs, then fields to delete. The eight after ip are
+    // taken out first, so that the rest is laid out as prepare() and apply() read
+    // it. Returns 1 when written, 0 when gone, 2 when a login was refused by the
+    // limit (nothing written), or the ids the limit revoked to make room; with a
+    // basis (and no limit), {1, the basis field before, [the session's hash]}.
     write: `${index}
 RESEAL = table.remove(ARGV, 11)
 local deadline = table.remove(ARGV, 11)
@@ -188,6 +244,8 @@ local limit = tonumber(table.remove(ARGV, 11)) or 0
 local policy = table.remove(ARGV, 11)
 local tombstoneTtl = table.remove(ARGV, 11)
 local by = table.remove(ARGV, 11)
+local basisKey = table.remove(ARGV, 11)
+local basisValue = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key, prefix, sid = KEYS[1], ARGV[1], ARGV[2]
 local w, problem = prepare(key, {KEYS[2]})
@@ -213,6 +271,7 @@ if joining then
     list = kept
   end
 end
+local before = basisBefore(key, basisKey)
 apply(key, w)
 if leaving then
   local idx = bucket(prefix, w.old)
@@ -238,6 +297,7 @@ elseif uid ~= '' then
 end
 publish(prefix .. 'events', 'changed', sid)
 if #revoked > 0 then return revoked end
+if basisKey ~= '' then return basisReply({1}, key, before, basisValue) end
 return 1
 `,
     // KEYS: session. ARGV: prefix, now, expiresAt, maxLifetime, deadline.
@@ -303,7 +363,7 @@ local out, kept = {}, {}
 for _, sid in ipairs(listed) do
   local m = redis.pcall('HMGET', prefix .. 's:' .. sid, 'c', 'l', 'e', 'a', 'i')
   if type(m) == 'table' and not m.err and m[1] then
-    out[#out + 1] = {sid, m[1], m[2], m[3], m[4] or '', m[5] or ''}
+    out[#out + 1] = {sid, m[1], m[2], m[3], agentOf(prefix .. 's:' .. sid, m[4]) or '', m[5] or ''}
     kept[#kept + 1] = sid
   end
 end
@@ -345,14 +405,18 @@ end
 
 export const clusterScripts = {
   // KEYS: session. ARGV as the standalone write, with the user whose
-  // index the caller has already joined ('' for none) after the deadline.
-  // Returns {1, previous user} when written, {0} when gone, and {2, previous user}
-  // when the write would move the session to a user whose index was not joined:
-  // a live session must never be missing from its user's index.
+  // index the caller has already joined ('' for none) after the deadline, then the
+  // basis key and value ('' for none). Returns {1, previous user} when written
+  // (with a basis: then the basis field before, and the session's hash when it was
+  // not the basis value), {0} when gone, and {2, previous user} when the write
+  // would move the session to a user whose index was not joined: a live session
+  // must never be missing from its user's index.
   write: `${COMMON}
 RESEAL = table.remove(ARGV, 11)
 local deadline = table.remove(ARGV, 11)
 local joined = table.remove(ARGV, 11)
+local basisKey = table.remove(ARGV, 11)
+local basisValue = table.remove(ARGV, 11)
 if late(deadline) then return redis.error_reply(LATE) end
 local key = KEYS[1]
 local w, problem = prepare(key, {})
@@ -360,8 +424,10 @@ if not w then return redis.error_reply(problem) end
 if w == 'gone' then return {0} end
 local uid = ARGV[8]
 if uid ~= '' and w.old ~= uid and joined ~= uid then return {2, w.old or ''} end
+local before = basisBefore(key, basisKey)
 apply(key, w)
 publish(ARGV[1] .. 'events', 'changed', ARGV[2])
+if basisKey ~= '' then return basisReply({1, w.old or ''}, key, before, basisValue) end
 return {1, w.old or ''}
 `,
   // KEYS: session. ARGV: unused, now, expiresAt, maxLifetime, deadline.

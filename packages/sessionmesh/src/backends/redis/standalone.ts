@@ -3,14 +3,24 @@ import type {
   CallOptions,
   IndexedSession,
   LimitedWriteResult,
+  ReadWriteResult,
   SessionLimitRule,
   SessionTouch,
   SessionWrite,
+  WriteBasis,
   WriteResult,
 } from '../../core/backend.js'
 import { RedisBackendBase } from './base.js'
 import type { Connection } from './client.js'
-import { indexedSession, type Layout, sessionKey, tombstoneKey, writeArgs } from './common.js'
+import {
+  basisArgs,
+  basisResult,
+  indexedSession,
+  type Layout,
+  sessionKey,
+  tombstoneKey,
+  writeArgs,
+} from './common.js'
 import { standaloneScripts } from './lua.js'
 
 /**
@@ -30,6 +40,16 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
     return (await this.#write(sid, write, undefined)) === 0 ? 'gone' : 'ok'
   }
 
+  /** The basis is read and the session read back inside the write's script. */
+  async writeAndRead(
+    sid: string,
+    write: SessionWrite,
+    basis: WriteBasis,
+  ): Promise<ReadWriteResult> {
+    const reply = await this.#write(sid, write, undefined, basis)
+    return reply === 0 ? { result: 'gone' } : basisResult(reply, 1)
+  }
+
   /** The limit is applied inside the write's script: one atomic step, as every write here. */
   async writeLimited(
     sid: string,
@@ -42,13 +62,18 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
     return { result: 'ok', revoked: Array.isArray(result) ? result.map(String) : [] }
   }
 
-  async #write(sid: string, write: SessionWrite, limit: SessionLimitRule | undefined) {
+  async #write(
+    sid: string,
+    write: SessionWrite,
+    limit: SessionLimitRule | undefined,
+    basis?: WriteBasis,
+  ) {
     const { prefix, tombstoneTtl } = this.layout
     const deadline = await this.clock.convert(write.deadline)
     const keys = [sessionKey(prefix, sid), tombstoneKey(prefix, sid)]
     const limits = [String(limit?.max ?? 0), limit?.policy ?? '', tombstoneTtl]
     // The caller's name goes on the limit's revocations only.
-    const extra = [deadline, ...limits, limit ? (write.by ?? '') : '']
+    const extra = [deadline, ...limits, limit ? (write.by ?? '') : '', ...basisArgs(basis)]
     return this.run(this.#lua.write, keys, writeArgs(prefix, sid, write, extra))
   }
 

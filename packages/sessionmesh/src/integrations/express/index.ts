@@ -1,7 +1,9 @@
 import { type CipherKey, KeyObject, randomBytes } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { memoryBackend } from '../../backends/memory.js'
-import { type Loaded, nonNegative, SessionEngine } from '../../core/engine.js'
+import { SessionEngine } from '../../core/engine/index.js'
+import { nonNegative } from '../../core/engine/options.js'
+import type { Loaded } from '../../core/engine/snapshot.js'
 import { InvalidOptionError } from '../../core/errors.js'
 import { NearCache, startNearCache } from '../../core/near-cache.js'
 import { recorderFor } from '../../metrics.js'
@@ -115,6 +117,9 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     header,
   }
   const fixedSigner = fixedSecrets ? new VerifiedCookies(fixedSecrets) : undefined
+  const fixedCookies = fixedSigner &&
+    fixedCookie && { options: fixedCookie as SessionCookieOptions, signer: fixedSigner }
+  const versionName = near ? config.versionName : undefined
   let lastSecret: { secret: unknown; signer: VerifiedCookies } | undefined
   // Without a `secret` option, cookie-parser's `req.secret`: one signer per secret seen last.
   const signerOf = (req: SessionRequest): VerifiedCookies | undefined => {
@@ -138,21 +143,39 @@ export function session(options: SessionOptions): SessionMiddleware<SessionStore
     request.sessionStore = store
     const cookieHeader = req.headers.cookie
     const token = header ? tokenFrom(req.headers, header) : undefined
-    const cookieId =
-      (token === undefined ? undefined : signer.sid(token)) ??
-      idFrom(request, readCookie(cookieHeader, name), name, signer)
-    const cookies = { options: cookieOptions, signer }
+    const tokenId = token === undefined ? undefined : signer.sid(token)
+    const fromHeader =
+      tokenId === undefined && cookieHeader
+        ? signer.fromHeader(cookieHeader, name, versionName)
+        : undefined
+    const cookieId = tokenId ?? fromHeader?.sid ?? idFrom(request, name, signer)
+    const cookies =
+      fixedCookies && signer === fixedSigner && cookieOptions === fixedCookie
+        ? fixedCookies
+        : { options: cookieOptions, signer }
     const state = new RequestState(config, cookies, request, res, next, cookieId)
     if (cookieId === undefined) {
       state.generate()
       return next()
     }
     request.sessionID = cookieId
-    const version = config.near ? readCookie(cookieHeader, config.versionName) : undefined
+    const version = config.near
+      ? (fromHeader?.version ?? readCookie(cookieHeader, config.versionName))
+      : undefined
+    // A near cache hit answers now: no promise, no turn of the event loop.
+    const hit = version === undefined ? undefined : source.cached?.(cookieId, version, false)
+    if (hit) {
+      try {
+        state.inflate(hit, version)
+      } catch (error) {
+        return next(error)
+      }
+      return next()
+    }
     let degraded = false
     const onFailOpen = () => (degraded = true)
     source
-      .load(cookieId, version, onFailOpen)
+      .load(cookieId, source.cached ? undefined : version, onFailOpen)
       .then(async (loaded: Loaded | null) => {
         // Gone: perhaps rotated away a moment ago, by a request this one overtook.
         const rotatedTo =
@@ -246,18 +269,11 @@ function describe(value: unknown): string {
 }
 
 /**
- * The session id the request presents: the `Cookie` header first, then what
+ * The session id the request presents when its `Cookie` header has none: what
  * cookie-parser left in `req.signedCookies` and `req.cookies` (as express-session
  * reads them, for apps that rewrite the header).
  */
-function idFrom(
-  req: SessionRequest,
-  raw: string | undefined,
-  name: string,
-  signer: VerifiedCookies,
-): string | undefined {
-  const fromHeader = raw === undefined ? undefined : signer.sid(raw)
-  if (fromHeader !== undefined) return fromHeader
+function idFrom(req: SessionRequest, name: string, signer: VerifiedCookies): string | undefined {
   const parsed = req as { signedCookies?: unknown; cookies?: unknown }
   const signed = (parsed.signedCookies as Record<string, unknown> | undefined)?.[name]
   if (typeof signed === 'string' && signed !== '') return signed

@@ -1,3 +1,4 @@
+import { STORED_FORM } from '../../core/codec.js'
 import { type CookieAttributes, serializeCookie } from './cookie.js'
 
 /** Options of the session cookie, as express-session takes them. */
@@ -57,9 +58,20 @@ export class SessionCookie {
   /** The `maxAge` the cookie was given, in ms; what each touch extends the session by. */
   originalMaxAge: number | null = null
   #expires: Date | null = null
+  /** The stored JSON this cookie was loaded from, and its decoded attributes: see {@link STORED_FORM}. */
+  #storedJSON: string | undefined
+  #stored: Readonly<Record<string, unknown>> | undefined
 
   constructor(options: SessionCookieOptions | Record<string, unknown> = {}) {
     const o = options as SessionCookieOptions
+    this.#assign(o)
+    if (o.expires !== undefined) this.expires = o.expires
+    if (o.maxAge !== undefined) this.maxAge = o.maxAge
+    if (o.maxAge === undefined && o.expires === undefined) this.originalMaxAge = null
+  }
+
+  /** The attributes besides the expiry, from options or a stored cookie. */
+  #assign(o: SessionCookieOptions): void {
     if (o.path !== undefined) this.path = o.path
     if (o.httpOnly !== undefined) this.httpOnly = o.httpOnly
     this.secure = o.secure
@@ -68,9 +80,6 @@ export class SessionCookie {
     this.sameSite = o.sameSite === 'auto' ? undefined : o.sameSite
     this.partitioned = o.partitioned
     this.priority = o.priority
-    if (o.expires !== undefined) this.expires = o.expires
-    if (o.maxAge !== undefined) this.maxAge = o.maxAge
-    if (o.maxAge === undefined && o.expires === undefined) this.originalMaxAge = null
   }
 
   /** When the browser drops the cookie; `null` for a browser-session cookie. */
@@ -90,7 +99,11 @@ export class SessionCookie {
 
   set maxAge(ms: number | null) {
     if (ms !== null && typeof ms !== 'number') throw new TypeError('maxAge must be a number')
-    this.expires = typeof ms === 'number' ? new Date(Date.now() + ms) : null
+    // `originalMaxAge` is `ms` itself. Read back from `expires` (as express-session
+    // does), it comes out 1 ms short whenever the clock ticks in between: a change
+    // to the stored cookie, and so a write, on a request that changed nothing.
+    this.#expires = ms === null ? null : new Date(Date.now() + ms)
+    this.originalMaxAge = ms
   }
 
   /** The attributes, in express-session's order (which is also the stored JSON's). */
@@ -117,17 +130,64 @@ export class SessionCookie {
     return this.data
   }
 
-  /** A cookie from its stored JSON (`expires` as a string), keeping the stored `originalMaxAge`. */
-  static from(stored: Record<string, unknown>): SessionCookie {
-    const { expires, originalMaxAge, maxAge: _maxAge, ...rest } = stored
-    const cookie = new SessionCookie(rest)
+  /**
+   * The stored JSON, when this cookie still says what it said when loaded (its
+   * `expires` aside, which is stored as the session's expiry): saving an
+   * unchanged session then costs no encoding. `undefined`: encode it.
+   */
+  [STORED_FORM](): string | undefined {
+    const stored = this.#stored
+    if (stored === undefined || this.originalMaxAge !== stored.originalMaxAge) return undefined
+    for (const name of ATTRIBUTES) if (this[name] !== stored[name]) return undefined
+    return this.#storedJSON
+  }
+
+  /**
+   * A cookie from its decoded stored form (`expires` as a string), keeping the
+   * stored `originalMaxAge`. `json` is the stored JSON it was decoded from. A
+   * cookie with a maxAge expires with its session: at `sessionExpiresAt` (epoch
+   * ms), when given, instead of the stored `expires`.
+   */
+  static from(
+    stored: Record<string, unknown>,
+    json?: string,
+    sessionExpiresAt?: number,
+  ): SessionCookie {
+    const cookie = new SessionCookie(NO_OPTIONS)
+    cookie.#assign(stored as SessionCookieOptions)
+    const originalMaxAge = stored.originalMaxAge
+    const hasMaxAge = typeof originalMaxAge === 'number'
+    cookie.originalMaxAge = hasMaxAge ? originalMaxAge : null
+    const expires = (hasMaxAge ? sessionExpiresAt : undefined) ?? stored.expires
     if (typeof expires === 'string' || typeof expires === 'number') {
-      cookie.expires = new Date(expires)
+      cookie.#expires = new Date(expires)
     }
-    cookie.originalMaxAge = typeof originalMaxAge === 'number' ? originalMaxAge : null
+    // Only a cookie whose stored JSON holds nothing this class drops, and no
+    // absolute expiry, can stand for its stored form unchanged.
+    if (json !== undefined && hasMaxAge) {
+      let known = true
+      for (const key in stored) if (!STORED_KEYS.has(key)) known = false
+      if (known) {
+        cookie.#stored = stored
+        cookie.#storedJSON = json
+      }
+    }
     return cookie
   }
 }
+
+const NO_OPTIONS: SessionCookieOptions = {}
+/** What the stored JSON holds besides `originalMaxAge` and `expires`. */
+const ATTRIBUTES = [
+  'partitioned',
+  'priority',
+  'secure',
+  'httpOnly',
+  'domain',
+  'path',
+  'sameSite',
+] as const
+const STORED_KEYS = new Set<string>(['originalMaxAge', 'expires', ...ATTRIBUTES])
 
 /** What a session's methods act through: the request that holds it. */
 export interface SessionHost {
@@ -148,16 +208,26 @@ type Done = (error?: unknown) => void
  */
 export class Session {
   [key: string]: unknown
-  declare readonly id: string
-  declare readonly req: object
   declare cookie: SessionCookie
   readonly #host: SessionHost
+  readonly #id: string
+  readonly #req: object
 
   constructor(host: SessionHost, req: object, id: string, cookie: SessionCookie) {
-    Object.defineProperty(this, 'req', { value: req })
-    Object.defineProperty(this, 'id', { value: id })
     this.#host = host
+    this.#id = id
+    this.#req = req
     this.cookie = cookie
+  }
+
+  /** The session id; read-only (a getter, so never stored nor enumerated). */
+  get id(): string {
+    return this.#id
+  }
+
+  /** The request this session belongs to. */
+  get req(): object {
+    return this.#req
   }
 
   /** Resets the cookie's expiry to a full `originalMaxAge` from now. */

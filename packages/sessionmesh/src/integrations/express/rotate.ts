@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { type Device, ROTATED_KEY, type Snapshot } from '../../core/engine.js'
+import { type Device, ROTATED_KEY, type Snapshot } from '../../core/engine/snapshot.js'
 import { ErrorCode, SessionMeshError, StoreUnavailableError } from '../../core/errors.js'
 import type { VerifiedCookies } from './cookie.js'
 import type { Config } from './options.js'

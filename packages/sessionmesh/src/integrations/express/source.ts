@@ -1,9 +1,11 @@
 import { encodeSession, type SessionData } from '../../core/codec.js'
-import type { Device, Loaded, Snapshot } from '../../core/engine.js'
+import type { Device, Loaded, Snapshot } from '../../core/engine/snapshot.js'
 
 /** What the middleware needs from where sessions live: a sessionmesh engine, or an adapted express-session store. */
 export interface Source {
   load(sid: string, version: string | undefined, onFailOpen: () => void): Promise<Loaded | null>
+  /** The near cache's copy, at once, if it may serve a client presenting `version` (sessionmesh engines only). */
+  cached?(sid: string, version: string, withExpires: false): Loaded | null | undefined
   save(
     sid: string,
     session: object,

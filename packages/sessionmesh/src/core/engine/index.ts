@@ -1,101 +1,47 @@
-import { randomBytes } from 'node:crypto'
 import {
   type Backend,
   cappedExpiry,
   type LimitedWriteResult,
   MalformedRecordError,
-  type SessionMeta,
   type SessionWrite,
   type StoredSession,
+  type WriteBasis,
   type WriteResult,
-} from './backend.js'
-import { decodeSession, encodedSize, encodeSession, type SessionData } from './codec.js'
+} from '../backend.js'
 import {
-  encryptedBackend,
-  isOpened,
-  type Reseal,
-  resealOf,
-  resolveUser,
-} from './encrypted-backend.js'
-import { type EncryptionOptions, SessionCipher } from './encryption.js'
+  decodeFields,
+  decodeSession,
+  encodedSize,
+  encodeSession,
+  type SessionData,
+} from '../codec.js'
+import { encryptedBackend, isOpened, resealOf, resolveUser } from '../encrypted-backend.js'
+import { SessionCipher } from '../encryption.js'
 import {
   InvalidOptionError,
   redactSid,
   SessionLimitError,
   SessionTooLargeError,
   StoreUnavailableError,
-} from './errors.js'
-import { type DestroyReason, Lifecycle } from './events.js'
-import { cookieExpires, sessionExpiry } from './expiry.js'
-import { Guard } from './guard.js'
-import type { Recorder } from './metrics.js'
-import type { NearCache } from './near-cache.js'
-import { SessionLimit, type SessionLimitPolicy } from './session-limit.js'
-import { debug, reportGone, reportMalformed, reportUnavailable } from './telemetry.js'
-
-/**
- * The stored top-level key that holds the version of the last write: a random
- * nonce, new on every write. A node's near cache may serve a session only to a
- * client that presents the version the cached copy contains (see near-cache.ts).
- * It is stripped from the session the application sees.
- */
-export const VERSION_KEY = '__smv'
-
-/**
- * The stored top-level key a rotated-to session carries (`req.session.rotate` in
- * `sessionmesh/express`): until when, in epoch ms, a request presenting the old
- * id is served this session. Stripped from what the application sees, and never
- * removed by a delta (it is not in {@link Snapshot.fields}).
- */
-export const ROTATED_KEY = '__smr'
-
-/** What a request loaded: the base of its delta, and of the near cache's bookkeeping. */
-export interface Snapshot {
-  /** The stored fields, without {@link VERSION_KEY}. Never mutated: shared with the near cache. */
-  readonly fields: Readonly<Record<string, string>>
-  meta: SessionMeta
-  /** The version stored with these fields, if any. */
-  version: string | undefined
-  /** Versions whose writes these fields are known to contain (the near cache's check). */
-  versions: readonly string[]
-  /** The near cache's change counter when the load began. */
-  loadSeq: number
-  /** With encryption: what was sealed with an older key, for the next write to seal again. */
-  reseal?: Reseal
-  /** Set on a session made by a rotation: see {@link ROTATED_KEY}. */
-  rotatedUntil?: number | undefined
-}
-
-/** A session as loaded: the data the application gets, and what it was loaded from. */
-export interface Loaded {
-  data: SessionData
-  snapshot: Snapshot
-}
-
-/** The options the engine shares between the store and the middleware. Times in ms. */
-export interface EngineOptions {
-  backend: Backend
-  userId?: ((session: SessionData) => string | undefined) | undefined
-  touchAfter?: number | undefined
-  ttl?: number | undefined
-  maxLifetime?: number | undefined
-  maxBytes?: number | undefined
-  timeout?: number | undefined
-  retryAfter?: number | undefined
-  onUnavailable?: 'fail-closed' | 'fail-open' | undefined
-  nearCache?: NearCache | undefined
-  maxSessionsPerUser?: number | undefined
-  onSessionLimit?: SessionLimitPolicy | undefined
-  /** Built from the public `metrics` option; absent, nothing is recorded. */
-  recorder?: Recorder | undefined
-  encryption?: EncryptionOptions | undefined
-}
-
-/** Where a new session comes from, recorded when the write creates it. */
-export interface Device {
-  userAgent?: string
-  ip?: string
-}
+} from '../errors.js'
+import { type DestroyReason, Lifecycle } from '../events.js'
+import { cookieExpires, sessionExpiry } from '../expiry.js'
+import { Guard } from '../guard.js'
+import type { Recorder } from '../metrics.js'
+import type { NearCache } from '../near-cache.js'
+import { SessionLimit } from '../session-limit.js'
+import { debug, reportGone, reportMalformed, reportUnavailable } from '../telemetry.js'
+import { type EngineOptions, nonNegative, passportUser, positive } from './options.js'
+import {
+  type Device,
+  freshSnapshot,
+  type Loaded,
+  newVersion,
+  nextSnapshot,
+  type Snapshot,
+  snapshotOf,
+  VERSION_KEY,
+} from './snapshot.js'
 
 /**
  * Load, save, touch and destroy over one backend, with what makes them safe and
@@ -180,11 +126,11 @@ export class SessionEngine {
    */
   async load(sid: string, version?: string, onFailOpen?: () => void): Promise<Loaded | null> {
     const near = this.near
-    const now = Date.now()
     if (near && version !== undefined) {
-      const hit = near.lookup(sid, version, now)
-      if (hit) return this.#decode(sid, hit)
+      const hit = this.cached(sid, version)
+      if (hit !== undefined) return hit
     }
+    const now = Date.now()
     const loadSeq = near?.seq ?? 0
     let stored: StoredSession | null
     try {
@@ -201,17 +147,8 @@ export class SessionEngine {
       throw error
     }
     if (!stored) return null
-    const { [VERSION_KEY]: encodedVersion, [ROTATED_KEY]: rotated, ...fields } = stored.fields
-    const storedVersion = parseVersion(encodedVersion)
-    const snapshot: Snapshot = {
-      fields,
-      meta: stored.meta,
-      version: storedVersion,
-      versions: storedVersion === undefined ? [] : [storedVersion],
-      loadSeq,
-    }
+    const snapshot = snapshotOf(stored, loadSeq)
     if (isOpened(stored)) snapshot.reseal = stored.reseal
-    if (rotated !== undefined) snapshot.rotatedUntil = Number(rotated)
     const loaded = this.#decode(sid, snapshot)
     const cipher = this.#cipher
     if (cipher && loaded) {
@@ -219,6 +156,18 @@ export class SessionEngine {
     }
     if (loaded && near) near.fill(sid, snapshot, now)
     return loaded
+  }
+
+  /**
+   * The near cache's copy of `sid` for a client presenting `version`, decoded, at
+   * once: `undefined` when it has none to serve (then {@link load} asks the
+   * backend), `null` when the copy did not decode (it is dropped). With
+   * `withExpires: false` a cookie with a `maxAge` gets no `expires` (it is
+   * `snapshot.meta.expiresAt`): for a reader that makes its own cookie object.
+   */
+  cached(sid: string, version: string, withExpires = true): Loaded | null | undefined {
+    const hit = this.near?.lookup(sid, version, Date.now())
+    return hit && this.#decode(sid, hit, withExpires)
   }
 
   /**
@@ -258,20 +207,10 @@ export class SessionEngine {
     // A backend that can applies the limit inside the write; for the others it is checked around it.
     const atomicLimit = limit !== undefined && this.backend.writeLimited !== undefined
     if (login && limit && !atomicLimit) await limit.before(sid, userId, now)
-    const version = newVersion()
-    const write: SessionWrite = {
-      mode: 'create',
-      set: { ...fields, [VERSION_KEY]: JSON.stringify(version) },
-      unset: [],
-      replace: true,
-      now,
-      expiresAt,
-      maxLifetime: this.#maxLifetime,
-      userId,
-      device,
-    }
+    // An update sends what changed since the snapshot; a save without one, everything.
+    const set: Record<string, string> = snapshot ? {} : { ...fields }
+    const unset: string[] = []
     if (snapshot) {
-      const set: Record<string, string> = {}
       let changed = false
       for (const key in fields) {
         const value = fields[key] as string
@@ -280,27 +219,46 @@ export class SessionEngine {
           changed = true
         }
       }
-      const unset: string[] = []
       for (const key in snapshot.fields) if (!(key in fields)) unset.push(key)
       // express-session with `resave: true` saves unchanged sessions: that is a touch.
       if (!changed && unset.length === 0 && userId === snapshot.meta.userId) {
         const touched = await this.touch(sid, session, snapshot)
         return touched === 'gone' ? null : snapshot
       }
-      set[VERSION_KEY] = JSON.stringify(version)
-      Object.assign(write, { mode: 'update', set, unset, replace: false, device: {} })
-      // Rotation: what an older key sealed is sealed again with the current one.
-      if (snapshot.reseal)
-        Object.assign(write, resealOf(snapshot.reseal, fields, write, snapshot.meta))
+    }
+    const version = newVersion()
+    set[VERSION_KEY] = JSON.stringify(version)
+    const write: SessionWrite = {
+      mode: snapshot ? 'update' : 'create',
+      set,
+      unset,
+      replace: !snapshot,
+      now,
+      expiresAt,
+      maxLifetime: this.#maxLifetime,
+      userId,
+      device: snapshot ? {} : device,
+    }
+    // Rotation: what an older key sealed is sealed again with the current one.
+    if (snapshot?.reseal) {
+      Object.assign(write, resealOf(snapshot.reseal, fields, write, snapshot.meta))
     }
 
     const near = this.near
+    const sentSeq = near?.seq ?? 0
     near?.expectOwnWrite(sid, now)
-    let outcome: LimitedWriteResult
+    // With a near cache an update says which version it was based on, and learns
+    // what the session became: the cached copy stays exact for the next request
+    // even when other writes came in between.
+    const basis =
+      near && snapshot?.version !== undefined && !limit
+        ? { key: VERSION_KEY, value: JSON.stringify(snapshot.version) }
+        : undefined
+    let outcome: WriteOutcome
     try {
       const by = this.lifecycle.name
       outcome = await this.call('set', (deadline) =>
-        this.#write(sid, { ...write, deadline, by }, limit),
+        this.#write(sid, { ...write, deadline, by }, limit, basis),
       )
     } catch (error) {
       near?.ownWriteFailed(sid)
@@ -325,25 +283,16 @@ export class SessionEngine {
       this.lifecycle.destroyed(id, 'limit')
     }
     if (login && limit && !atomicLimit) await limit.after(sid, userId, now)
-    const createdAt = snapshot?.meta.createdAt ?? now
-    const meta: SessionMeta = {
-      ...snapshot?.meta,
-      createdAt,
-      lastSeenAt: now,
-      expiresAt: cappedExpiry(expiresAt, createdAt, this.#maxLifetime),
-    }
-    if (userId === undefined) delete meta.userId
-    else meta.userId = userId
-    if (device.userAgent !== undefined && !snapshot) meta.userAgent = device.userAgent
-    if (device.ip !== undefined && !snapshot) meta.ip = device.ip
-    const versions = snapshot ? [...snapshot.versions.slice(-15), version] : [version]
-    // A rotation's marker is written once, with the whole session; kept out of the
-    // snapshot, no later delta removes it.
-    const { [ROTATED_KEY]: rotated, ...kept } = fields
-    const next: Snapshot = { fields: kept, meta, version, versions, loadSeq: near?.seq ?? 0 }
-    if (rotated !== undefined) next.rotatedUntil = Number(rotated)
-    else if (snapshot?.rotatedUntil !== undefined) next.rotatedUntil = snapshot.rotatedUntil
-    near?.wrote(sid, next, snapshot, Date.now())
+    // The backend answered what the write was applied to (with a near cache), and
+    // the session itself when another write came first.
+    const read = outcome.read
+    const next = read?.stored
+      ? freshSnapshot(read.stored, version, snapshot, read.previous, (v) =>
+          near ? near.versionsOf(sid, v) : [],
+        )
+      : nextSnapshot(snapshot, write, fields, version)
+    if (read) near?.wroteFresh(sid, next, sentSeq, Date.now())
+    else near?.wrote(sid, next, snapshot, Date.now())
     // The next save of this request diffs against what was just written.
     next.loadSeq = near?.seq ?? 0
     return next
@@ -354,9 +303,14 @@ export class SessionEngine {
     sid: string,
     write: SessionWrite,
     limit: SessionLimit | undefined,
-  ): Promise<LimitedWriteResult> {
+    basis: WriteBasis | undefined,
+  ): Promise<WriteOutcome> {
     const backend = this.backend
     if (limit && backend.writeLimited) return backend.writeLimited(sid, write, limit.rule)
+    if (basis && backend.writeAndRead) {
+      const read = await backend.writeAndRead(sid, write, basis)
+      return read.result === 'gone' ? read : { result: 'ok', revoked: [], read }
+    }
     return (await backend.write(sid, write)) === 'gone'
       ? { result: 'gone' }
       : { result: 'ok', revoked: [] }
@@ -474,16 +428,19 @@ export class SessionEngine {
     return userId === '' ? undefined : userId
   }
 
-  #decode(sid: string, snapshot: Snapshot): Loaded | null {
+  #decode(sid: string, snapshot: Snapshot, withExpires = true): Loaded | null {
     let data: SessionData
     try {
-      data = decodeSession(snapshot)
+      data = withExpires ? decodeSession(snapshot) : decodeFields(snapshot)
       // A record without a cookie (fixtures, other stores, migrated data) is read
       // as it is; it lives for `ttl`. A cookie that is not an object is corrupt.
       if ('cookie' in data && (typeof data.cookie !== 'object' || data.cookie === null)) {
         throw new MalformedRecordError('its cookie is not an object')
       }
-      const expires = cookieExpires(data.cookie)
+      // With a maxAge, decodeSession gave the cookie the backend's expiry: no date to parse.
+      const cookie = data.cookie as { originalMaxAge?: unknown } | undefined
+      const expires =
+        typeof cookie?.originalMaxAge === 'number' ? snapshot.meta.expiresAt : cookieExpires(cookie)
       // An absolute `expires` stored with the cookie is honoured even where the
       // backend's own expiry is later (a record another store wrote, an older release).
       if (expires !== undefined && expires <= Date.now()) {
@@ -503,44 +460,12 @@ export class SessionEngine {
   }
 }
 
-/** The default `userId`: passport's serialized user, when it is a non-empty string or a number. */
-export function passportUser(session: SessionData): string | undefined {
-  const passport = session.passport as { user?: unknown } | undefined
-  const user = passport?.user
-  if (typeof user === 'number') return String(user)
-  return typeof user === 'string' && user !== '' ? user : undefined
-}
-
-/** 48 random bits: unique per write for all practical purposes, 8 cookie-safe characters. */
-function newVersion(): string {
-  return randomBytes(6).toString('base64url')
-}
-
-function parseVersion(encoded: string | undefined): string | undefined {
-  if (encoded === undefined) return undefined
-  try {
-    const version: unknown = JSON.parse(encoded)
-    return typeof version === 'string' ? version : undefined
-  } catch {
-    debug('ignoring an unreadable session version')
-    return undefined
-  }
-}
-
-/** Throws unless `value` is a positive finite number; `fallback` when undefined. */
-export function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new InvalidOptionError(`${name} must be a positive number of ms or bytes, not ${value}`)
-  }
-  return value
-}
-
-/** Throws unless `value` is zero or a positive finite number; `fallback` when undefined. */
-export function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback
-  if (!Number.isFinite(value) || value < 0) {
-    throw new InvalidOptionError(`${name} must be zero or a positive number, not ${value}`)
-  }
-  return value
-}
+/** What one write did: a {@link LimitedWriteResult}, with what `writeAndRead` answered when it was used. */
+type WriteOutcome =
+  | { result: 'gone' }
+  | { result: 'full' }
+  | {
+      result: 'ok'
+      revoked: string[]
+      read?: { previous: string | undefined; stored?: StoredSession }
+    }

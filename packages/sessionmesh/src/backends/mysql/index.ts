@@ -10,12 +10,11 @@ import {
   type SessionWrite,
   type StoredSession,
   type WriteResult,
-} from '../core/backend.js'
-import { InvalidOptionError } from '../core/errors.js'
-import { overLimit } from '../core/session-limit.js'
+} from '../../core/backend.js'
+import { InvalidOptionError } from '../../core/errors.js'
+import { overLimit } from '../../core/session-limit.js'
 import {
   type CleanupResult,
-  DEFAULT_TABLE,
   decodeRow,
   isLate,
   NETWORK_ERRORS,
@@ -26,38 +25,30 @@ import {
   type SqlBackend,
   type SqlBackendOptions,
   scheduleCleanup,
-  tableParts,
-} from './sql-common.js'
+} from '../sql-common.js'
+import type { MysqlConnectionLike, MysqlPoolLike } from './client.js'
+import { quoteTable } from './schema.js'
+import { expiryParams, INT, int, jsonPath, onTimeParams, onTimeSql } from './sql.js'
 
-export type { CleanupResult, SqlBackend, SqlBackendOptions } from './sql-common.js'
+export type { CleanupResult, SqlBackend, SqlBackendOptions } from '../sql-common.js'
+export type { MysqlConnectionLike, MysqlPoolLike } from './client.js'
+export { type MysqlMigrationOptions, migrateMysql, mysqlSchema } from './schema.js'
 
 const debug = debuglog('sessionmesh:mysql')
-
-/** A connection of a mysql2 promise pool (`PoolConnection` of `mysql2/promise`). */
-export interface MysqlConnectionLike {
-  query(sql: string, values?: unknown[]): Promise<[unknown, unknown]>
-  release(): void
-}
-
-/** The part of a `mysql2/promise` pool this backend uses. */
-export interface MysqlPoolLike {
-  query(sql: string, values?: unknown[]): Promise<[unknown, unknown]>
-  getConnection(): Promise<MysqlConnectionLike>
-}
 
 /** Options of {@link mysqlBackend}. */
 export interface MysqlBackendOptions extends SqlBackendOptions {
   /** A `mysql2/promise` pool (`mysql.createPool(…)` from `mysql2/promise`). The backend never ends it. */
   pool: MysqlPoolLike
-}
-
-/** Options of {@link migrateMysql} and {@link mysqlSchema}. */
-export interface MysqlMigrationOptions {
   /**
-   * The table to create, optionally qualified with its database.
-   * @default 'sessionmesh_sessions'
+   * Run the session read, the touch and the update of an existing session (the
+   * statements of nearly every request) as prepared statements (the pool's
+   * `execute`), parsed once per connection: a little off each, about a tenth of a
+   * read-modify-write (bench/sql-statements.mjs mysql). Turn it off behind a proxy
+   * that cannot keep prepared statements.
+   * @default true
    */
-  table?: string
+  prepare?: boolean
 }
 
 interface OkPacket {
@@ -84,49 +75,13 @@ export function mysqlBackend(options: MysqlBackendOptions): SqlBackend {
   return new MysqlBackend(options)
 }
 
-/**
- * The SQL that creates the sessions table and its indexes, idempotent, for
- * applications that run their own migration tool. Binary collation: session ids
- * and user ids are case-sensitive.
- */
-export function mysqlSchema(options: MysqlMigrationOptions = {}): string {
-  const table = options.table ?? DEFAULT_TABLE
-  const { name } = tableParts(table)
-  return `CREATE TABLE IF NOT EXISTS ${quoteTable(table)} (
-  id VARCHAR(255) NOT NULL,
-  fields JSON NULL,
-  created_at BIGINT NOT NULL,
-  last_seen_at BIGINT NOT NULL,
-  expires_at BIGINT NOT NULL,
-  user_id VARCHAR(255) NULL,
-  user_agent VARCHAR(1024) NULL,
-  ip VARCHAR(64) NULL,
-  PRIMARY KEY (id),
-  KEY ${quote(`${name}_user_idx`)} (user_id),
-  KEY ${quote(`${name}_expires_idx`)} (expires_at)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`
-}
-
-/**
- * Creates the sessions table if it does not exist. Run it at deploy time (or
- * `sessionmesh migrate`); safe to run from several processes at once.
- *
- * @example
- * await migrateMysql(pool, { table: 'sessions' })
- */
-export async function migrateMysql(
-  pool: Pick<MysqlPoolLike, 'query'>,
-  options: MysqlMigrationOptions = {},
-): Promise<void> {
-  await pool.query(mysqlSchema(options))
-}
-
 class MysqlBackend implements SqlBackend {
   readonly kind = 'mysql'
   readonly table: string
   readonly #pool: MysqlPoolLike
   readonly #options: ResolvedSqlOptions
   readonly #t: string
+  readonly #prepare: boolean
   readonly #stopCleanup: () => void
 
   constructor(options: MysqlBackendOptions) {
@@ -140,6 +95,7 @@ class MysqlBackend implements SqlBackend {
     this.#options = resolveSqlOptions(options)
     this.table = this.#options.table
     this.#t = quoteTable(this.table)
+    this.#prepare = options.prepare !== false && typeof options.pool.execute === 'function'
     this.#stopCleanup = scheduleCleanup(
       this.#options.cleanupInterval,
       () => this.cleanup(),
@@ -147,11 +103,30 @@ class MysqlBackend implements SqlBackend {
     )
   }
 
+  /**
+   * A statement whose text holds no values (every one a parameter): prepared on
+   * `db`, unless `prepare` is off or `db` cannot. Integers go as their decimal
+   * strings, which MySQL converts exactly (a JS number would be sent as a DOUBLE);
+   * the SQL casts them where a string would compare as text (LEAST).
+   */
+  #run(
+    db: Pick<MysqlPoolLike, 'query' | 'execute'>,
+    sql: string,
+    values: Array<string | number | null>,
+  ): Promise<[unknown, unknown]> {
+    if (!this.#prepare || !db.execute) return db.query(sql, values)
+    return db.execute(
+      sql,
+      values.map((value) => (typeof value === 'number' ? String(value) : value)),
+    )
+  }
+
   async get(sid: string): Promise<StoredSession | null> {
-    const [rows] = await this.#pool.query(
+    const [rows] = await this.#run(
+      this.#pool,
       `SELECT fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip FROM ${this.#t}
-       WHERE id = ? AND fields IS NOT NULL AND expires_at > ${int(Date.now())}`,
-      [sid],
+       WHERE id = ? AND fields IS NOT NULL AND expires_at > ?`,
+      [sid, int(Date.now())],
     )
     const row = (rows as SessionRow[])[0]
     return row ? decodeRow(row) : null
@@ -226,7 +201,7 @@ class MysqlBackend implements SqlBackend {
   }
 
   async #write(
-    db: Pick<MysqlPoolLike, 'query'>,
+    db: Pick<MysqlPoolLike, 'query' | 'execute'>,
     retry: <T>(run: () => Promise<T>) => Promise<T>,
     sid: string,
     write: SessionWrite,
@@ -266,23 +241,32 @@ class MysqlBackend implements SqlBackend {
       }
       // LAST_INSERT_ID(x) makes the server's reply carry x back: it is evaluated only
       // for a row that matched, whatever the connection's FOUND_ROWS flag says.
+      // Every value a parameter, so the text depends only on the write's shape
+      // (how many keys it removes or reseals): prepared once per shape and connection.
+      const [expires, expiresValues] = expiryParams(write.expiresAt, write.maxLifetime)
+      const [onTimeParam, deadline] = onTimeParams(write.deadline)
       const [result] = await retry(() =>
-        db.query(
+        this.#run(
+          db,
           `UPDATE ${this.#t} SET
             fields = ${fields},
             user_id = ?,
             user_agent = COALESCE(?, user_agent),
             ip = COALESCE(?, ip),
-            last_seen_at = LAST_INSERT_ID(${now}),
-            expires_at = ${capped('created_at')}
-          WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now} AND ${onTime}`,
+            last_seen_at = LAST_INSERT_ID(${INT}),
+            expires_at = ${expires}
+          WHERE id = ? AND fields IS NOT NULL AND expires_at > ${INT} AND ${onTimeParam}`,
           [
             ...fieldValues,
             userId,
             // An update writes the device fields it carries (sealed again after a key rotation).
             write.device.userAgent ?? null,
             write.device.ip ?? null,
+            now,
+            ...expiresValues,
             sid,
+            now,
+            ...deadline,
           ],
         ),
       )
@@ -332,14 +316,13 @@ class MysqlBackend implements SqlBackend {
 
   async touch(sid: string, touch: SessionTouch): Promise<WriteResult> {
     const now = int(touch.now)
-    const expires = int(touch.expiresAt)
-    const capped =
-      touch.maxLifetime > 0 ? `LEAST(${expires}, created_at + ${int(touch.maxLifetime)})` : expires
+    const [expires, expiresValues] = expiryParams(touch.expiresAt, touch.maxLifetime)
     const [result] = await this.#retry(() =>
-      this.#pool.query(
-        `UPDATE ${this.#t} SET last_seen_at = LAST_INSERT_ID(${now}), expires_at = ${capped}
-         WHERE id = ? AND fields IS NOT NULL AND expires_at > ${now}`,
-        [sid],
+      this.#run(
+        this.#pool,
+        `UPDATE ${this.#t} SET last_seen_at = LAST_INSERT_ID(${INT}), expires_at = ${expires}
+         WHERE id = ? AND fields IS NOT NULL AND expires_at > ${INT}`,
+        [now, ...expiresValues, sid, now],
       ),
     )
     return Number((result as OkPacket).insertId) === touch.now ? 'ok' : 'gone'
@@ -506,33 +489,4 @@ export function isMysqlOutage(error: unknown): boolean {
     return errno === 1040 || errno === 1053
   }
   return true
-}
-
-/**
- * True while the server's clock is before `deadline`; TRUE when there is none.
- * SYSDATE(), not NOW(): the time the server evaluates it, not the statement's start.
- */
-function onTimeSql(deadline: number | undefined): string {
-  return deadline === undefined ? 'TRUE' : `UNIX_TIMESTAMP(SYSDATE(3)) * 1000 < ${int(deadline)}`
-}
-
-/** Numbers are spliced into the SQL text only after this check. */
-function int(value: number): number {
-  const n = Math.floor(value)
-  if (!Number.isSafeInteger(n)) throw new InvalidOptionError(`not an integer: ${value}`)
-  return n
-}
-
-/** The JSON path of a top-level key, quoted so that any key name is a single member. */
-function jsonPath(key: string): string {
-  return `$."${key.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`
-}
-
-function quote(identifier: string): string {
-  return `\`${identifier.replaceAll('`', '``')}\``
-}
-
-function quoteTable(table: string): string {
-  const { schema, name } = tableParts(table)
-  return schema === undefined ? quote(name) : `${quote(schema)}.${quote(name)}`
 }

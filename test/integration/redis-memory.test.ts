@@ -1,0 +1,88 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createClient } from 'redis'
+import { redisBackend } from 'sessionmesh/redis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type RunningRedis, startRedis } from '../../packages/sessionmesh/src/cli/redis.js'
+import { findTool, freePort, tools } from '../../packages/sessionmesh/src/cli/system.js'
+import { createWrite } from '../support/contract.js'
+import { RedisServer } from '../support/redis-server.js'
+
+// How Redis encodes a session. It keeps a hash compact (a listpack) only while
+// every value is at most hash-max-listpack-value bytes, 64 by default; past that
+// the hash becomes a hashtable of nearly twice the memory. A browser's
+// User-Agent is longer, so the backend stores it in pieces; a longer value the
+// application stores (a cookie with `secure` and `sameSite`, say) still converts
+// the hash, which is why `sessionmesh up` starts its Redis with COMPACT_HASHES.
+
+const BROWSER =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
+
+let dir: string
+let managed: RunningRedis
+let plain: RedisServer
+
+beforeAll(async () => {
+  const bin = findTool(tools.redis)
+  if (!bin) throw new Error('redis-server is not installed')
+  dir = mkdtempSync(join(tmpdir(), `sm-redis-memory-${process.pid}-`))
+  managed = await startRedis(bin, await freePort(), dir)
+  plain = await RedisServer.start()
+})
+afterAll(async () => {
+  await managed?.stop()
+  await plain?.stop()
+  if (dir) rmSync(dir, { recursive: true, force: true })
+})
+
+const LONG_COOKIE =
+  '{"originalMaxAge":86400000,"secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}'
+
+interface Stored {
+  encoding: string | null
+  bytes: number
+  values: string[]
+}
+
+/** How Redis encodes, and what it takes for, one session a browser logged in with. */
+async function stored(url: string, sid: string, set: Record<string, string>): Promise<Stored> {
+  const client = await createClient({ url }).connect()
+  try {
+    const backend = redisBackend({ client, prefix: 'mem:' })
+    const write = createWrite({
+      set: { passport: '{"user":"alice"}', ...set },
+      userId: 'alice',
+      device: { userAgent: BROWSER, ip: '203.0.113.7' },
+    })
+    expect(await backend.write(sid, write)).toBe('ok')
+    expect((await backend.get(sid))?.meta.userAgent).toBe(BROWSER)
+    return {
+      encoding: await client.objectEncoding(`mem:s:${sid}`),
+      bytes: Number(await client.memoryUsage(`mem:s:${sid}`)),
+      values: Object.values(await client.hGetAll(`mem:s:${sid}`)),
+    }
+  } finally {
+    await client.close()
+  }
+}
+
+describe('Redis memory of a session with a browser User-Agent', () => {
+  it('stays a listpack under Redis defaults: the agent is stored in pieces of at most 64 bytes', async () => {
+    const defaults = await stored(plain.url, 'plain', {})
+    expect(BROWSER.length).toBeGreaterThan(64)
+    expect(defaults.encoding).toBe('listpack')
+    expect(Math.max(...defaults.values.map((v) => Buffer.byteLength(v)))).toBeLessThanOrEqual(64)
+    expect(defaults.values.join('')).toContain(BROWSER)
+    // 280 B on Redis 7.0; 550 B as a hashtable when the agent was one value.
+  })
+
+  it('a longer value of its own makes it a hashtable of nearly twice the size, except in the Redis `sessionmesh up` starts', async () => {
+    const compact = await stored(managed.url, 'long-cookie', { cookie: LONG_COOKIE })
+    const defaults = await stored(plain.url, 'long-cookie', { cookie: LONG_COOKIE })
+    expect(compact.encoding).toBe('listpack')
+    expect(defaults.encoding).toBe('hashtable')
+    // 982 B against 456 B on Redis 7.0.
+    expect(defaults.bytes).toBeGreaterThan(1.6 * compact.bytes)
+  })
+})
