@@ -8,9 +8,11 @@
 //   node bench/overhead.mjs [requests]     (needs the local Redis, 127.0.0.1:6379)
 import { IncomingMessage, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
+import { RedisStore } from 'connect-redis'
 import express from 'express'
 import expressSession from 'express-session'
 import { createClient } from 'redis'
+import { SessionStore } from 'sessionmesh'
 import { session } from 'sessionmesh/express'
 import { redisBackend } from 'sessionmesh/redis'
 
@@ -96,6 +98,13 @@ const configs = {
   },
   sm: () => session({ ...common, backend: redisBackend({ client, prefix: 'ovh:' }) }),
   'es-memory': () => expressSession({ ...common, store: new expressSession.MemoryStore() }),
+  'es-connect-redis': () =>
+    expressSession({ ...common, store: new RedisStore({ client, prefix: 'ovh-cr:' }) }),
+  'es-sm-store': () =>
+    expressSession({
+      ...common,
+      store: new SessionStore({ backend: redisBackend({ client, prefix: 'ovh-store:' }) }),
+    }),
 }
 
 const only = process.env.ONLY?.split(',')
@@ -134,5 +143,8 @@ for (const [key, r] of Object.entries(results)) {
 }
 // The sessions this run wrote (a day's TTL) do not stay behind in the shared Redis.
 await redisBackend({ client, prefix: 'ovh:' }).clear()
+await redisBackend({ client, prefix: 'ovh-store:' }).clear()
+for await (const keys of client.scanIterator({ MATCH: 'ovh-cr:*' }))
+  if (keys.length) await client.del(keys)
 await client.quit()
 process.exit(0)

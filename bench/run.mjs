@@ -18,14 +18,21 @@ import { createClient } from 'redis'
 import { startNginx } from '../packages/sessionmesh/dist/cli/nginx.js'
 import { startRedisCluster } from '../packages/sessionmesh/dist/cli/redis-cluster.js'
 import { renderChart } from './chart.mjs'
+import {
+  connectWhenUp,
+  multiCore,
+  pin,
+  REDIS_TOP_LEVEL,
+  startServer as startBenchServer,
+} from './processes.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
-const REPEAT = Number(process.env.BENCH_REPEAT ?? 2)
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 1)
+const REPEAT = Number(process.env.BENCH_REPEAT ?? 4)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16)
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 10_000)
-const WARMUP = 0.3
-const WARMUP_MANY = Number(process.env.BENCH_WARMUP_MANY ?? 1)
+const WARMUP = 0.25
+const WARMUP_MANY = Number(process.env.BENCH_WARMUP_MANY ?? 0.5)
 
 // `redis`: the configuration gets a redis-server of its own, so that Redis counters
 // and CPU are its own (others' background traffic, such as the near cache's bus
@@ -95,30 +102,29 @@ const SCENARIOS = [
   },
 ]
 
-// Redis commands a request can send itself; everything else in commandstats ran inside a script.
-const TOP_LEVEL = new Set([
-  'get',
-  'set',
-  'setex',
-  'expire',
-  'pexpire',
-  'hgetall',
-  'evalsha',
-  'eval',
-  'del',
-])
+// Every process this run starts, so that an interrupted run (Ctrl-C, a timeout's
+// SIGTERM) leaves none of them behind: the servers, their Redis and nginx, the
+// load generator, the cluster.
+const started = new Set()
+let startedCluster
+let workDir
 
-const multiCore = availableParallelism() >= 2 && hasTaskset()
-const pin = (core, command, args) =>
-  multiCore ? ['taskset', ['-c', String(core), command, ...args]] : [command, args]
+function track(child) {
+  started.add(child)
+  child.once('exit', () => started.delete(child))
+  return child
+}
 
-function hasTaskset() {
-  try {
-    execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    process.stderr.write(`\n${signal}: stopping what the benchmark started\n`)
+    for (const child of started) child.kill('SIGKILL')
+    const stopped = startedCluster ? startedCluster.stop().catch(() => {}) : Promise.resolve()
+    stopped.finally(() => {
+      if (workDir) rmSync(workDir, { recursive: true, force: true })
+      process.exit(signal === 'SIGINT' ? 130 : 143)
+    })
+  })
 }
 
 async function startRedis(dir) {
@@ -136,18 +142,10 @@ async function startRedis(dir) {
     '--dir',
     dir,
   ])
-  const child = spawn(cmd, args, { stdio: 'ignore' })
+  const child = track(spawn(cmd, args, { stdio: 'ignore' }))
   const client = createClient({ url: `redis://127.0.0.1:${port}` })
   client.on('error', () => {})
-  for (let i = 0; ; i++) {
-    try {
-      await client.connect()
-      break
-    } catch (error) {
-      if (i > 100) throw error
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
+  await connectWhenUp(client)
   return { child, client, url: `redis://127.0.0.1:${port}` }
 }
 
@@ -158,6 +156,7 @@ async function startCluster(dir) {
     redisCli: 'redis-cli',
     dir: join(dir, 'cluster'),
   })
+  startedCluster = cluster
   if (multiCore) {
     for (const node of cluster.nodes) {
       execFileSync('taskset', ['-p', '-c', '1', String(node.process.pid)], { stdio: 'ignore' })
@@ -173,23 +172,10 @@ async function startCluster(dir) {
   return { cluster, clients }
 }
 
-function startServer(config, redisUrl, clusterUrl = '') {
-  const [cmd, args] = pin(0, process.execPath, [
-    join(here, 'server.mjs'),
-    config,
-    redisUrl,
-    clusterUrl,
-  ])
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
-  return new Promise((resolve, reject) => {
-    let out = ''
-    child.stdout.on('data', (chunk) => {
-      out += chunk
-      const match = /listening (\d+)/.exec(out)
-      if (match) resolve({ child, port: Number(match[1]) })
-    })
-    child.once('exit', (code) => reject(new Error(`server ${config} exited with ${code}`)))
-  })
+async function startServer(config, redisUrl, clusterUrl = '') {
+  const server = await startBenchServer(config, [redisUrl, clusterUrl])
+  track(server.child)
+  return server
 }
 
 /** A free loopback port, for nginx to listen on. */
@@ -223,7 +209,7 @@ async function startConfig(config, dir, clusterUrl) {
   const redisUrl = redis?.url ?? '-'
   if (config.via !== 'nginx') {
     const server = await startServer(config.name, redisUrl, clusterUrl)
-    return { children: [server.child], port: server.port, redis }
+    return { children: [server.child], port: server.port, nodePorts: [server.port], redis }
   }
   const nodes = [await startServer(config.base, redisUrl), await startServer(config.base, redisUrl)]
   const port = await freePort()
@@ -234,12 +220,19 @@ async function startConfig(config, dir, clusterUrl) {
     upstreams: nodes.map((node) => `127.0.0.1:${node.port}`),
     sticky: false,
   })
+  track(nginx.process)
   if (multiCore) {
     const pids = [nginx.process.pid, ...childPids(nginx.process.pid)]
     for (const pid of pids)
       execFileSync('taskset', ['-p', '-c', '1', String(pid)], { stdio: 'ignore' })
   }
-  return { children: nodes.map((node) => node.child), nginx, port, redis }
+  return {
+    children: nodes.map((node) => node.child),
+    nginx,
+    port,
+    nodePorts: nodes.map((node) => node.port),
+    redis,
+  }
 }
 
 function childPids(pid) {
@@ -268,7 +261,7 @@ async function stopConfig(running) {
 class LoadGenerator {
   constructor() {
     const [cmd, args] = pin(1, process.execPath, [join(here, 'load.mjs'), 'serve'])
-    this.child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+    this.child = track(spawn(cmd, args, { stdio: ['pipe', 'pipe', 'inherit'] }))
     this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]()
     this.exited = new Promise((resolve) => this.child.once('exit', resolve))
   }
@@ -302,7 +295,7 @@ async function commandStats(clients) {
       if (name === 'info' || name === 'cluster|info' || name === 'cluster|slots') continue
       stats.all += Number(calls)
       // A script's commands are counted again inside it: its own usec covers them.
-      if (TOP_LEVEL.has(name)) {
+      if (REDIS_TOP_LEVEL.has(name)) {
         stats.top += Number(calls)
         stats.usec += Number(usec)
       }
@@ -335,16 +328,29 @@ async function measureMemory(dir) {
   }
 }
 
+// Redis keeps a small hash as a listpack (compact) while every value is at most
+// hash-max-listpack-value bytes (64 by default), else as a hashtable. A browser's
+// User-Agent is longer than that, so sessionmesh's hash is measured under the
+// default and under the setting docs/backends.md recommends.
+const LISTPACK_DEFAULT = '64'
+const LISTPACK_TUNED = '1024'
+const MEMORY_RUNS = [
+  ['es-connect-redis', 'es-connect-redis', LISTPACK_DEFAULT],
+  ['sm', 'sm', LISTPACK_DEFAULT],
+  ['sm-tuned', 'sm', LISTPACK_TUNED],
+]
+
 async function bytesPerSession(redis, dir) {
   const out = {}
-  for (const config of ['es-connect-redis', 'sm']) {
+  for (const [label, config, listpackValue] of MEMORY_RUNS) {
     await redis.client.flushAll()
+    await redis.client.configSet('hash-max-ziplist-value', listpackValue)
     const before = Number(/used_memory:(\d+)/.exec(await redis.client.info('memory'))[1])
     const server = await startServer(config, redis.url)
     await load(['setup', String(server.port), String(SESSIONS), join(dir, 'mem.json')])
     await stopServer(server.child)
     const after = Number(/used_memory:(\d+)/.exec(await redis.client.info('memory'))[1])
-    out[config] = {
+    out[label] = {
       bytesPerSession: (after - before) / SESSIONS,
       keys: await redis.client.dbSize(),
     }
@@ -396,15 +402,27 @@ async function probeSql(kind) {
   }
 }
 
-async function sqlStatements(config, port) {
-  if (!config.sql) return 0
-  return (await (await fetch(`http://127.0.0.1:${port}/__stats`)).json()).sqlStatements
+/**
+ * What the configuration's processes report, summed: SQL statements, sessionmesh
+ * backend calls (`null` for the peers: their round trips are Redis commands) and
+ * CPU time in µs.
+ */
+async function serverStats(ports) {
+  const total = { sql: 0, calls: null, cpu: 0 }
+  for (const port of ports) {
+    const stats = await (await fetch(`http://127.0.0.1:${port}/__stats`)).json()
+    total.sql += stats.sqlStatements
+    if (stats.backendCalls !== null) total.calls = (total.calls ?? 0) + stats.backendCalls
+    total.cpu += stats.cpu.user + stats.cpu.system
+  }
+  return total
 }
 
 async function main() {
   const started = Date.now()
   const skipped = [...(await dropUnreachableSql()), ...dropNginxWithoutNginx()]
   const dir = mkdtempSync(join(tmpdir(), 'sm-bench-'))
+  workDir = dir
   generator = new LoadGenerator()
   const redisCluster = CONFIGS.some((c) => c.name === 'sm-cluster')
     ? await startCluster(dir)
@@ -434,7 +452,7 @@ async function main() {
         const order = CONFIGS.map((_, k) => CONFIGS[(k + rep) % CONFIGS.length])
         const round = {}
         for (const config of order) {
-          const { port, cookies } = servers.get(config.name)
+          const { port, nodePorts, cookies } = servers.get(config.name)
           const base = ['run', String(port), scenario.method, scenario.path]
           const hot = scenario.hot ? 'hot' : ''
           // A warm-up opens the connections and warms the JIT. With many sessions it
@@ -444,13 +462,21 @@ async function main() {
           const warmup = scenario.hot ? WARMUP : WARMUP_MANY
           await load([...base, String(warmup), String(CONNECTIONS), cookies, hot])
           const before = await commandStats(statsClients(config))
-          const sqlBefore = await sqlStatements(config, port)
+          const serverBefore = await serverStats(nodePorts)
           const result = await load([...base, String(SECONDS), String(CONNECTIONS), cookies, hot])
           const after = await commandStats(statsClients(config))
-          const sql = ((await sqlStatements(config, port)) - sqlBefore) / result.requests
-          result.all = (after.all - before.all) / result.requests + sql
-          result.top = (after.top - before.top) / result.requests + sql
-          result.usec = (after.usec - before.usec) / result.requests
+          const serverAfter = await serverStats(nodePorts)
+          const per = (a, b) => (a - b) / result.requests
+          const sql = per(serverAfter.sql, serverBefore.sql)
+          result.all = per(after.all, before.all) + sql
+          // sessionmesh's round trips are its backend calls: a script's reads and
+          // writes happen inside its one round trip (Redis counts them as commands).
+          result.top =
+            serverAfter.calls === null
+              ? per(after.top, before.top) + sql
+              : per(serverAfter.calls, serverBefore.calls) + sql
+          result.usec = per(after.usec, before.usec)
+          result.cpu = per(serverAfter.cpu, serverBefore.cpu)
           round[config.name] = result
           process.stderr.write(
             `rep ${rep + 1}/${REPEAT} ${`${config.name}/${scenario.name}`.padEnd(26)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms  round trips/req ${result.top.toFixed(2)}${result.errors ? `  errors ${result.errors}` : ''}\n`,
@@ -459,6 +485,7 @@ async function main() {
         for (const [name, result] of Object.entries(round)) {
           const baseline = round[CONFIGS.find((c) => c.name === name)?.via ? 'nginx-none' : 'none']
           result.ratio = baseline ? result.rps / baseline.rps : Number.NaN
+          result.cpuRatio = baseline ? baseline.cpu / result.cpu : Number.NaN
           const key = `${name}/${scenario.name}`
           results[key] ??= []
           results[key].push(result)
@@ -487,16 +514,27 @@ async function main() {
   }
 }
 
-/** One shard's capacity in read-only session requests per second, at the measured Redis cost. */
+/**
+ * One shard's capacity in session requests per second, at the measured Redis cost:
+ * read-only requests, and read-modify-write ones (a write is a script that also
+ * checks the tombstone, keeps the user index and publishes the change).
+ */
 function capacity(rows) {
-  const lines = rows
-    .filter((r) => r.scenario.startsWith('read-only') && r.usec > 0 && r.top > 0)
-    .map(
-      (r) =>
-        `| ${r.scenario} | ${r.config} | ${r.usec.toFixed(2)} | ${Math.round(1e6 / r.usec).toLocaleString('en-US')} |`,
-    )
-  if (lines.length === 0) return ''
-  return `\n### One shard's capacity, read-only\n\n| scenario | configuration | Redis µs/req | requests/s per Redis core |\n| --- | --- | ---: | ---: |\n${lines.join('\n')}\n`
+  let md = ''
+  for (const [prefix, title] of [
+    ['read-only', 'read-only'],
+    ['read-modify-write', 'read-modify-write'],
+  ]) {
+    const lines = rows
+      .filter((r) => r.scenario.startsWith(prefix) && r.usec > 0 && r.top > 0)
+      .map(
+        (r) =>
+          `| ${r.scenario} | ${r.config} | ${r.usec.toFixed(2)} | ${Math.round(1e6 / r.usec).toLocaleString('en-US')} |`,
+      )
+    if (lines.length === 0) continue
+    md += `\n### One shard's capacity, ${title}\n\n| scenario | configuration | Redis µs/req | requests/s per Redis core |\n| --- | --- | ---: | ---: |\n${lines.join('\n')}\n`
+  }
+  return md
 }
 
 /** The median over rounds of `a`'s figure divided by `b`'s, measured in the same round. */
@@ -526,6 +564,12 @@ function targets(rows, results, memory) {
     const goal = readOnly ? 0.85 : 0.75
     check(`near cache, ${name}: vs no session`, near.ratio, `≥ ${goal * 100}%`, (v) => v >= goal)
     check(
+      `near cache, ${name}: server CPU vs no session`,
+      near.cpuRatio,
+      `≥ ${goal * 100}%`,
+      (v) => v >= goal,
+    )
+    check(
       `near cache, ${name}: round trips per request`,
       near.top,
       readOnly ? '0' : '≤ 1',
@@ -538,6 +582,12 @@ function targets(rows, results, memory) {
     check(
       `express-session + sessionmesh store vs + connect-redis, ${name}`,
       pairedRatio(results, 'es-sm-store', 'es-connect-redis', scenario),
+      '≥ 95%',
+      (v) => v >= 0.95,
+    )
+    check(
+      `express-session + sessionmesh store vs + connect-redis, ${name}: server CPU`,
+      pairedRatio(results, 'es-connect-redis', 'es-sm-store', scenario, 'cpu'),
       '≥ 95%',
       (v) => v >= 0.95,
     )
@@ -611,6 +661,8 @@ function summarize(results, memory, near, elapsed, skipped) {
         top: median(runs.map((r) => r.top)),
         all: median(runs.map((r) => r.all)),
         usec: median(runs.map((r) => r.usec)),
+        cpu: median(runs.map((r) => r.cpu)),
+        cpuRatio: median(runs.map((r) => r.cpuRatio)),
         // The median of each round's ratio to the no-session run measured just before or after it.
         ratio: median(runs.map((r) => r.ratio)),
       }
@@ -626,26 +678,33 @@ function summarize(results, memory, near, elapsed, skipped) {
   md += `Produced by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}: ${availableParallelism()} × ${cpu}, Node ${process.version}, ${multiCore ? 'server processes pinned to core 0; load generator, redis-servers and nginx to core 1' : 'no pinning (one core or no taskset)'}. `
   md += `${REPEAT} rounds; in each, every configuration (a process of its own, all started up front) is measured for ${SECONDS} s (after a warm-up of ${WARMUP} s with one session, ${WARMUP_MANY} s with many) back to back with the others, in a rotating order; ${CONNECTIONS} keep-alive connections; medians shown, and \`vs no session\` is the median of each round's ratio to the no-session run of that round. `
   md += `Every configuration uses \`resave: false, saveUninitialized: false, cookie.maxAge\` of a day; the session holds a passport user. `
-  md += `Round trips: Redis commands sent by the app (GET, SET, EXPIRE, HGETALL, EVALSHA) plus SQL statements, per request; commands: every command Redis ran, including those inside scripts, plus SQL statements. The SQL configurations use the machine's PostgreSQL and MariaDB (not pinned). Each configuration that uses Redis has a redis-server of its own. The rows \`2 nodes behind nginx\` run two processes of that configuration behind a private nginx with the config \`sessionmesh up\` writes (least_conn, upstream keep-alive); their ratio is to express with no session behind the same nginx. Total time ${(elapsed / 1000).toFixed(0)}s.\n\n`
+  md += `Server CPU: the CPU time (user + system) the configuration's processes used per request, summed over both nodes behind nginx; \`CPU vs no session\` is the median of each round's ratio of no session's figure to it, the throughput ratio a server that only computes would show (the machine is shared and its speed drifts: this ratio moves less than the throughput one). `
+  md += `Round trips, per request: for sessionmesh, the calls it made to its backend (each one round trip: a script's reads and writes run inside it); for the peers, the Redis commands they sent (GET, SET, EXPIRE); plus SQL statements. Commands: every command Redis ran, including those inside scripts, plus SQL statements. The SQL configurations use the machine's PostgreSQL and MariaDB (not pinned). Each configuration that uses Redis has a redis-server of its own. The rows \`2 nodes behind nginx\` run two processes of that configuration behind a private nginx with the config \`sessionmesh up\` writes (least_conn, upstream keep-alive); their ratio is to express with no session behind the same nginx. Total time ${(elapsed / 1000).toFixed(0)}s.\n\n`
   for (const line of skipped) md += `Not measured: ${line}.\n\n`
   md += `Redis µs/req: the server CPU the request's commands cost, from \`INFO commandstats\` (usec of the commands the app sent; a script's usec includes what it ran), summed over every node for the cluster. One Redis core (one shard) serves about 1,000,000 / µs/req such requests per second.\n\n`
   md +=
-    '| scenario | configuration | req/s | vs no session | p50 ms | p99 ms | round trips/req | commands/req | Redis µs/req |\n'
-  md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+    '| scenario | configuration | req/s | vs no session | server CPU µs/req | CPU vs no session | p50 ms | p99 ms | round trips/req | commands/req | Redis µs/req |\n'
+  md += '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
   for (const r of rows) {
     const usec = r.top > 0 && Number.isFinite(r.usec) ? r.usec.toFixed(2) : '–'
-    md += `| ${r.scenario} | ${r.config} | ${r.rps.toFixed(0)} | ${(r.ratio * 100).toFixed(0)}% | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.top.toFixed(2)} | ${r.all.toFixed(2)} | ${usec} |\n`
+    md += `| ${r.scenario} | ${r.config} | ${r.rps.toFixed(0)} | ${(r.ratio * 100).toFixed(0)}% | ${r.cpu.toFixed(0)} | ${(r.cpuRatio * 100).toFixed(0)}% | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.top.toFixed(2)} | ${r.all.toFixed(2)} | ${usec} |\n`
   }
   md += capacity(rows)
   md += targets(rows, results, memory)
   md += '\n## Memory\n\n'
   md += `Redis \`used_memory\` growth per session after ${SESSIONS} logins (each session holds a passport user; sessionmesh's figure includes its user index):\n\n`
   md += '| store | bytes per session | keys |\n| --- | ---: | ---: |\n'
-  for (const [config, m] of Object.entries(memory)) {
-    md += `| ${config === 'sm' ? 'sessionmesh (Redis hash + user index)' : 'connect-redis (string)'} | ${m.bytesPerSession.toFixed(0)} | ${m.keys} |\n`
+  const MEMORY_LABELS = {
+    'es-connect-redis': 'connect-redis (string)',
+    sm: `sessionmesh (Redis hash + user index), hash-max-listpack-value ${LISTPACK_DEFAULT} (Redis's default)`,
+    'sm-tuned': `sessionmesh (Redis hash + user index), hash-max-listpack-value ${LISTPACK_TUNED}`,
   }
-  if (memory.sm && memory['es-connect-redis']) {
-    md += `\nRatio sessionmesh / connect-redis: ${(memory.sm.bytesPerSession / memory['es-connect-redis'].bytesPerSession).toFixed(2)}.\n`
+  for (const [config, m] of Object.entries(memory)) {
+    md += `| ${MEMORY_LABELS[config]} | ${m.bytesPerSession.toFixed(0)} | ${m.keys} |\n`
+  }
+  const peer = memory['es-connect-redis']?.bytesPerSession
+  if (peer && memory.sm) {
+    md += `\nRatio sessionmesh / connect-redis: ${(memory.sm.bytesPerSession / peer).toFixed(2)} under Redis's default, ${(memory['sm-tuned'].bytesPerSession / peer).toFixed(2)} with hash-max-listpack-value ${LISTPACK_TUNED}. The sessions were created with a browser's User-Agent (111 bytes), which sessionmesh records and connect-redis does not.\n`
   }
   if (near?.near) {
     md += `\nNear cache at the end of a run (${SESSIONS} sessions touched): ${near.near.entries} entries, ${(near.near.bytes / 1024).toFixed(0)} KiB accounted (data plus ${200} bytes per entry), hit rate ${((near.near.hits / Math.max(1, near.near.hits + near.near.misses)) * 100).toFixed(0)}%; process heap ${(near.heap / 1048576).toFixed(1)} MiB.\n`

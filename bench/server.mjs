@@ -5,7 +5,7 @@
 //   POST /login?user=…   creates a session with a passport user (so the user index is used)
 //   GET  /ro             reads the session
 //   POST /rmw            reads, changes and saves one key
-//   GET  /__stats        near cache counters, heap, SQL statements sent
+//   GET  /__stats        near cache counters, heap, SQL statements and sessionmesh backend calls sent, CPU used
 import express from 'express'
 import expressSession from 'express-session'
 import { Cluster } from 'ioredis'
@@ -51,11 +51,32 @@ async function sqlBackend(kind) {
   return postgresBackend({ pool, table })
 }
 
+// The sessionmesh configurations count the backend calls they make: each is one
+// round trip (a script's own commands run inside it), whatever Redis runs for it.
+let backendCalls = 0
+const CALLS = ['get', 'write', 'writeAndRead', 'writeLimited', 'touch', 'destroy']
+
+function counted(backend) {
+  for (const name of CALLS) {
+    const call = backend[name]
+    if (typeof call !== 'function') continue
+    backend[name] = (...args) => {
+      backendCalls++
+      return call.apply(backend, args)
+    }
+  }
+  return backend
+}
+
+// Plain queries and prepared statements (mysql2's execute) alike.
 function counting(pool) {
-  const query = pool.query.bind(pool)
-  pool.query = (...args) => {
-    sqlStatements++
-    return query(...args)
+  for (const method of ['query', 'execute']) {
+    const call = pool[method]?.bind(pool)
+    if (!call) continue
+    pool[method] = (...args) => {
+      sqlStatements++
+      return call(...args)
+    }
   }
   return pool
 }
@@ -90,7 +111,7 @@ switch (config) {
     middleware = expressSession({
       ...common,
       store: new SessionStore({
-        backend: redisBackend({ client, prefix: `${config}:` }),
+        backend: counted(redisBackend({ client, prefix: `${config}:` })),
         ...guard,
       }),
     })
@@ -99,14 +120,14 @@ switch (config) {
     middleware = session({
       ...common,
       ...guard,
-      backend: redisBackend({ client, prefix: `${config}:` }),
+      backend: counted(redisBackend({ client, prefix: `${config}:` })),
     })
     break
   case 'sm-near':
     middleware = session({
       ...common,
       ...guard,
-      backend: redisBackend({ client, prefix: `${config}:` }),
+      backend: counted(redisBackend({ client, prefix: `${config}:` })),
       nearCache: true,
     })
     await middleware.ready
@@ -115,7 +136,7 @@ switch (config) {
     middleware = session({
       ...common,
       ...guard,
-      backend: redisBackend({ client: cluster, prefix: `${config}:` }),
+      backend: counted(redisBackend({ client: cluster, prefix: `${config}:` })),
     })
     break
   // The stores PostgreSQL and MySQL users would pick instead, under express-session.
@@ -151,7 +172,7 @@ switch (config) {
     const durable = await sqlBackend(config === 'sm-mysql' ? 'mysql' : 'postgres')
     const backend =
       config === 'sm-tiered'
-        ? tieredBackend({ cache: redisBackend({ client, prefix: `${config}:` }), durable })
+        ? tieredBackend({ cache: counted(redisBackend({ client, prefix: `${config}:` })), durable })
         : durable
     middleware = session({ ...common, ...guard, backend })
     break
@@ -179,6 +200,9 @@ app.get('/__stats', (_req, res) => {
     near: middleware?.nearCacheStats?.() ?? null,
     heap: process.memoryUsage().heapUsed,
     sqlStatements,
+    // null: this configuration's round trips are counted on the Redis server.
+    backendCalls: config.startsWith('sm') ? backendCalls : null,
+    cpu: process.cpuUsage(),
   })
 })
 

@@ -41,8 +41,12 @@ const KEEP_ALIVE_MS = 65_000
 const DRAIN_GRACE_MS = 1_000
 /** Longest wait for in-flight requests at shutdown before the process exits anyway. */
 const SHUTDOWN_TIMEOUT_MS = 10_000
-/** How long after listening a node under pm2 waits to report ready (past nginx's 1 s fail_timeout). */
-const READY_HOLD_MS = 1_500
+/**
+ * How long after listening a node under pm2 waits to report ready. nginx counts its
+ * 1 s fail_timeout in whole seconds, so it may skip a node that refused a connection
+ * for up to 2 s after it is back; half a second more for the first request to reach it.
+ */
+const READY_HOLD_MS = 2_500
 /** Longest wait for the chat and the store to close once requests are done. */
 const CLEANUP_TIMEOUT_MS = 2_000
 /** The stores whose writes go to a database, and their default store timeout. */
@@ -282,8 +286,8 @@ async function main() {
   })
   // pm2 (`wait_ready` in the file `sessionmesh pm2` prints) counts the node as up,
   // and `pm2 reload` takes down the next node, once this says ready. nginx still
-  // avoids a node for fail_timeout (1 s) after it refused a connection while it was
-  // down: say ready only after that, so that nginx is never left with no node.
+  // avoids a node for up to 2 s after it refused a connection while it was down:
+  // say ready only after that, so that nginx is never left with no node.
   if (process.env.pm_id !== undefined && process.send) {
     setTimeout(() => process.send?.('ready'), READY_HOLD_MS)
   }
