@@ -40,6 +40,9 @@ const WARMUP_MANY = Number(process.env.BENCH_WARMUP_MANY ?? 0.5)
 // a real nginx, as `sessionmesh up` runs them; its ratio is to `nginx-none`.
 const CONFIGS = [
   { name: 'none', label: 'express, no session' },
+  // The same server again, in a process of its own: how far two identical
+  // configurations differ in one run (the noise floor, mostly in p99).
+  { name: 'none-twin', base: 'none', label: 'express, no session (a second, identical process)' },
   { name: 'es-memory', label: 'express-session + MemoryStore' },
   { name: 'es-connect-redis', label: 'express-session + connect-redis', redis: true },
   { name: 'es-sm-store', label: 'express-session + sessionmesh store (Redis)', redis: true },
@@ -208,7 +211,7 @@ async function startConfig(config, dir, clusterUrl) {
   const redis = config.redis ? await startRedis(join(dir, config.name)) : undefined
   const redisUrl = redis?.url ?? '-'
   if (config.via !== 'nginx') {
-    const server = await startServer(config.name, redisUrl, clusterUrl)
+    const server = await startServer(config.base ?? config.name, redisUrl, clusterUrl)
     return { children: [server.child], port: server.port, nodePorts: [server.port], redis }
   }
   const nodes = [await startServer(config.base, redisUrl), await startServer(config.base, redisUrl)]
@@ -609,6 +612,14 @@ function targets(rows, results, memory) {
     [['sm-mysql'], 'es-mysql-session'],
   ]
   for (const scenario of SCENARIOS) {
+    // Two identical processes: a p99 ratio this far from 100% is the machine's, not the code's.
+    const twin = pairedRatio(results, 'none-twin', 'none', scenario.name, 'p99')
+    if (twin !== undefined) {
+      const spread = Math.abs(twin - 1)
+      lines.push(
+        `| ${scenario.label}: p99 of two identical no-session processes (the noise floor) | ${(twin * 100).toFixed(0)}% | – | ${spread <= 0.1 ? 'within 10%' : `**${(spread * 100).toFixed(0)} points apart**`} |`,
+      )
+    }
     let worst
     for (const [ours, peer] of peers) {
       for (const config of ours) {
@@ -668,7 +679,7 @@ function summarize(results, memory, near, elapsed, skipped) {
       }
       rows.push(row)
       // The chart keeps to the Redis-backed peers on one process (the tables have the rest).
-      if (!config.sql && !config.via && config.name !== 'sm-tiered') {
+      if (!config.sql && !config.via && !['sm-tiered', 'none-twin'].includes(config.name)) {
         chart.push({ group: scenario.label, series: config.label, value: row.ratio })
       }
     }
