@@ -74,6 +74,16 @@ describe('SessionStore: what it remembers of a loaded session', () => {
     expect(await store.get('c')).toMatchObject({ n: 3, kept: 'yes' })
   })
 
+  it('keeps what it remembers out of sight: no key listing or clone of a loaded session shows it', async () => {
+    const store = new SessionStore()
+    await store.set('a', { cookie, n: 1 })
+    const a = (await store.get('a')) as Record<string, unknown>
+    await store.set('a', a) // remembered again after a save
+    expect(Reflect.ownKeys(a)).toEqual(['cookie', 'n'])
+    expect(Object.getOwnPropertySymbols(a)).toEqual([])
+    expect(structuredClone(a)).toStrictEqual({ ...a })
+  })
+
   it('a frozen session object is loaded and saved as any other', async () => {
     const store = new SessionStore()
     await store.set('f', Object.freeze({ cookie, n: 1 }))
