@@ -16,8 +16,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { createClient } from 'redis'
-import { pin } from './processes.mjs'
+import { pin, removeWritten } from './processes.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const SECONDS = process.env.SECONDS ?? '4'
@@ -92,13 +91,8 @@ try {
     }
   }
 } finally {
-  const client = createClient({ url: REDIS_URL })
-  await client.connect()
-  for (const config of configs.filter((c) => c !== 'http' && c !== 'none')) {
-    const prefix = config === 'es-connect-redis' ? 'cr:' : `${config}:`
-    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
-      for (const key of [keys].flat()) await client.unlink(key)
-    }
-  }
-  await client.quit()
+  await removeWritten(
+    REDIS_URL,
+    configs.filter((c) => c !== 'http' && c !== 'none'),
+  )
 }

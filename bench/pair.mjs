@@ -19,8 +19,7 @@ import { get } from 'node:http'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createClient } from 'redis'
-import { pin, startServer } from './processes.mjs'
+import { pin, removeWritten, startServer } from './processes.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const ROUNDS = Number(process.env.ROUNDS ?? 8)
@@ -126,13 +125,8 @@ try {
 } finally {
   for (const server of servers) server.child.kill('SIGTERM')
   // The sessions the runs made (a day's TTL) do not stay behind in the shared Redis.
-  const client = createClient({ url: REDIS_URL })
-  await client.connect()
-  for (const config of configs.filter((c) => c !== 'none')) {
-    const prefix = config === 'es-connect-redis' ? 'cr:' : `${config}:`
-    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
-      for (const key of [keys].flat()) await client.unlink(key)
-    }
-  }
-  await client.quit()
+  await removeWritten(
+    REDIS_URL,
+    configs.filter((c) => c !== 'none'),
+  )
 }

@@ -5,6 +5,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { availableParallelism } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { createClient } from 'redis'
 
 const here = dirname(fileURLToPath(import.meta.url))
 
@@ -65,4 +66,20 @@ export async function connectWhenUp(client) {
       await new Promise((r) => setTimeout(r, 50))
     }
   }
+}
+
+/**
+ * Deletes what bench/server.mjs configurations wrote to a shared Redis (their
+ * sessions live a day): each writes under its own prefix, connect-redis under `cr:`.
+ */
+export async function removeWritten(redisUrl, configs) {
+  const client = createClient({ url: redisUrl })
+  await client.connect()
+  for (const config of configs) {
+    const prefix = config === 'es-connect-redis' ? 'cr:' : `${config}:`
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
+      for (const key of [keys].flat()) await client.unlink(key)
+    }
+  }
+  await client.quit()
 }
