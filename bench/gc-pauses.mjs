@@ -11,12 +11,12 @@
 // `http` is node:http with no framework, answering the same JSON, for the floor.
 // Uses the machine's Redis under each configuration's prefix and removes what it
 // wrote there at the end.
-import { execFile, spawn } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { pin, removeWritten } from './processes.mjs'
+import { pin, removeWritten, startListening } from './processes.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const SECONDS = process.env.SECONDS ?? '4'
@@ -35,27 +35,19 @@ const server = createServer((req, res) => {
 server.listen(0, '127.0.0.1', () => process.stdout.write('listening ' + server.address().port + '\\n'))
 `
 
-/** Starts a configuration under --trace-gc; resolves once it listens, with its GC log so far. */
-function start(config) {
+/** Starts a configuration under --trace-gc; resolves once it listens, collecting its GC log from then on. */
+async function start(config) {
   const args =
     config === 'http'
       ? ['--trace-gc', '--input-type=module', '-e', PLAIN_HTTP]
       : ['--trace-gc', join(here, 'server.mjs'), config, config === 'none' ? '-' : REDIS_URL]
-  const [cmd, rest] = pin(0, process.execPath, args)
-  const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] })
-  const server = { child, log: '', port: '' }
-  return new Promise((resolve, reject) => {
-    child.stdout.setEncoding('utf8')
-    child.stdout.on('data', (chunk) => {
-      server.log += chunk
-      const match = /listening (\d+)/.exec(server.log)
-      if (match && !server.port) {
-        server.port = match[1]
-        resolve(server)
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`${config} exited with ${code}`)))
+  const { child, port } = await startListening(args, config)
+  const server = { child, port: String(port), log: '' }
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk) => {
+    server.log += chunk
   })
+  return server
 }
 
 /** Runs bench/load.mjs on core 1; asynchronously, so that the server's GC log keeps flowing meanwhile. */

@@ -27,16 +27,27 @@ function hasTaskset() {
 
 /** Starts `bench/server.mjs config ...args` on core 0; resolves with the process and its port once it listens. */
 export function startServer(config, args) {
-  const [cmd, rest] = pin(0, process.execPath, [join(here, 'server.mjs'), config, ...args])
+  return startListening([join(here, 'server.mjs'), config, ...args], `server ${config}`)
+}
+
+/**
+ * Starts `node ...nodeArgs` on core 0; resolves with the process and its port once
+ * it prints `listening <port>`. What it prints after that is the caller's to read.
+ */
+export function startListening(nodeArgs, name) {
+  const [cmd, rest] = pin(0, process.execPath, nodeArgs)
   const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     let out = ''
-    child.stdout.on('data', (chunk) => {
+    const listening = (chunk) => {
       out += chunk
       const match = /listening (\d+)/.exec(out)
-      if (match) resolve({ child, port: Number(match[1]) })
-    })
-    child.once('exit', (code) => reject(new Error(`server ${config} exited with ${code}`)))
+      if (!match) return
+      child.stdout.off('data', listening)
+      resolve({ child, port: Number(match[1]) })
+    }
+    child.stdout.on('data', listening)
+    child.once('exit', (code) => reject(new Error(`${name} exited with ${code}`)))
   })
 }
 

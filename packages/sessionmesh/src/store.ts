@@ -433,25 +433,25 @@ class Adopt {
  * session. A WeakMap did the same at a cost: with three entries per request, its
  * upkeep in the garbage collector took a tenth of a read-modify-write's time
  * under express-session (bench/pair.mjs). A non-enumerable symbol property, used
- * next, took about 180 ns to add to an express-session `Session`, the private
- * field about 30 (bench/tag-cost.mjs). An object that takes no new property
- * (frozen) falls back to a WeakMap.
+ * next, took 180 to 320 ns to add to an express-session `Session`, the private
+ * field 25 to 60 (bench/tag-cost.mjs, in 5 runs of 6; one run, on a busy
+ * machine, read the other way). An object that takes no new property (frozen)
+ * falls back to a WeakMap.
  */
 class Tags<T> {
   readonly #frozen = new WeakMap<object, T>()
+  // One class per Tags, so that each has a private name of its own.
   readonly #slot = class Slot extends Adopt {
-    // One class per Tags, so each has a private name of its own.
-    static #tagged = (session: object): session is Slot => #value in session
     #value: T | undefined
 
-    static has(session: object): boolean {
-      return Slot.#tagged(session)
+    static has(session: object): session is Slot {
+      return #value in session
     }
-    static read(session: object): T | undefined {
-      return Slot.#tagged(session) ? session.#value : undefined
+    static read(session: Slot): T | undefined {
+      return session.#value
     }
     static write(session: object, value: T | undefined): void {
-      const slot = Slot.#tagged(session) ? session : new Slot(session)
+      const slot = Slot.has(session) ? session : new Slot(session)
       slot.#value = value
     }
   }
