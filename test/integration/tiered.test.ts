@@ -5,7 +5,7 @@ import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
 import { redisBackend } from 'sessionmesh/redis'
 import { type TieredBackend, tieredBackend } from 'sessionmesh/tiered'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { backendContract } from '../support/contract.js'
+import { backendContract, createWrite, updateWrite } from '../support/contract.js'
 import { pgDump, redisCliDump } from '../support/dump.js'
 import { Client, startApp } from '../support/express-app.js'
 import { RedisServer } from '../support/redis-server.js'
@@ -30,14 +30,14 @@ async function cacheClient() {
   return client.connect()
 }
 
-async function tiered(prefix: string) {
+async function tiered(prefix: string, options: { retryAfter?: number } = {}) {
   const client = await cacheClient()
   const { pool, schema, drop } = await pgSchema()
   const table = `${schema}.sessions`
   await migratePostgres(pool, { table })
   const cache = redisBackend({ client, prefix })
   const durable = postgresBackend({ pool, table, cleanupInterval: 0 })
-  const backend = tieredBackend({ cache, durable, retryAfter: 200 })
+  const backend = tieredBackend({ cache, durable, retryAfter: options.retryAfter ?? 200 })
   return {
     backend,
     cache,
@@ -208,6 +208,41 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
       admin.destroy()
       await app.close()
       await subject.cleanup()
+    }
+  }, 30_000)
+
+  it('a write whose cache call timed out is seen by the next read in another process', async () => {
+    // Two processes' tiered backends over one Redis and one table. Process A's first
+    // cache call times out (Redis paused, as an overloaded event loop or a slow link
+    // would make it); its next writes must still reach the cache that B reads.
+    const a = await tiered('peer:', { retryAfter: 5000 })
+    const bClient = await cacheClient()
+    const b = tieredBackend({
+      cache: redisBackend({ client: bClient, prefix: 'peer:' }),
+      durable: postgresBackend({ pool: a.pool, table: a.table, cleanupInterval: 0 }),
+    })
+    const admin = await cacheClient()
+    try {
+      const sid = 'peersession0000000000000000000001'
+      expect(await a.backend.write(sid, createWrite({ maxLifetime: 0 }))).toBe('ok')
+      expect((await b.get(sid))?.fields).not.toHaveProperty('k0')
+      expect(b.stats().cacheHits).toBe(1)
+
+      await admin.sendCommand(['CLIENT', 'PAUSE', '300', 'ALL'])
+      expect(await a.backend.write(sid, updateWrite({ k0: '0' }))).toBe('ok')
+      expect(a.backend.stats().cacheErrors).toBe(1)
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      for (let i = 1; i <= 5; i++) {
+        expect(await a.backend.write(sid, updateWrite({ [`k${i}`]: `${i}` }))).toBe('ok')
+      }
+
+      const read = await b.get(sid)
+      expect(b.stats().cacheHits).toBe(2)
+      expect(read?.fields).toMatchObject({ k0: '0', k1: '1', k2: '2', k3: '3', k4: '4', k5: '5' })
+    } finally {
+      admin.destroy()
+      await b.close().catch(() => {})
+      await a.cleanup()
     }
   }, 30_000)
 })

@@ -32,12 +32,13 @@ export interface TieredBackendOptions {
    */
   cacheTimeout?: number
   /**
-   * After a cache failure, the cache is bypassed for this long before it is tried again.
+   * After a cache failure, reads bypass the cache for this long before it is tried
+   * again. Writes still go to it: another process may be reading it.
    * @default 1000
    */
   retryAfter?: number
   /**
-   * Sessions written while the cache was bypassed are re-synchronised in it when it
+   * Sessions whose cache write failed are re-synchronised in it when it
    * returns. Past this many, the whole cache is cleared instead (it refills on demand).
    * @default 10_000
    */
@@ -66,9 +67,10 @@ export interface TieredBackend extends Backend {
  * A cache tier over a durable tier: as fast as the cache to read, as safe as the
  * database to keep. Every write reaches the durable tier before it is
  * acknowledged, then the cache. Reads come from the cache; a miss reads the durable
- * tier and refills the cache with the session's exact expiry. With the cache down,
- * requests are served by the durable tier (counted, and logged to
- * `NODE_DEBUG=sessionmesh:tiered`); a cache restarted empty logs nobody out. The
+ * tier and refills the cache with the session's exact expiry. With the cache failing,
+ * reads are served by the durable tier (counted, and logged to
+ * `NODE_DEBUG=sessionmesh:tiered`) and writes still try the cache, which other
+ * processes may be reading; a cache restarted empty logs nobody out. The
  * user index, counts and revocations are the durable tier's.
  *
  * @example
@@ -94,7 +96,7 @@ class Tiered implements TieredBackend {
     durableFallbacks: 0,
     cacheErrors: 0,
   }
-  /** Until when the cache is bypassed after a failure (epoch ms). */
+  /** Until when reads bypass the cache after a failure (epoch ms). */
   #downUntil = 0
   /** Sessions whose cached copy may be out of date: written while the cache failed. */
   readonly #dirty = new Set<string>()
@@ -133,7 +135,12 @@ class Tiered implements TieredBackend {
         else return this.#fallback(sid, error)
       }
       const stored = await this.#durable.get(sid)
-      if (stored) await this.#refill(sid, stored)
+      if (stored) {
+        await this.#refill(sid, stored).catch((error: unknown) => {
+          this.#failed(error)
+          this.#markDirty(sid)
+        })
+      }
       return stored
     }
     this.#stats.durableFallbacks++
@@ -244,26 +251,27 @@ class Tiered implements TieredBackend {
       : { ...options, deadline: options.deadline - this.#timeout }
   }
 
-  /** Puts the durable tier's copy into the cache, and checks it did not change meanwhile. */
+  /**
+   * Puts the durable tier's copy into the cache, and checks it did not change
+   * meanwhile. Throws when a cache call fails.
+   */
   async #refill(sid: string, stored: StoredSession): Promise<void> {
     // A write that reached the durable tier between our read and our refill sends
-    // its delta to a cache that had no record ('gone'), and our refill would then
-    // hide it. Reading again until two reads agree closes that window: any write
+    // its delta to the cache before or after the refill lands, and the refill may
+    // then hide it. Reading again until two reads agree closes that window: any write
     // after the last read applies its delta on top of the refilled record. A
     // concurrent destroy is covered by the cache's tombstone (the refill is a
     // 'create', which a tombstone refuses) or removes the refilled record.
     let current: StoredSession | null = stored
     for (let round = 0; current && round < 3; round++) {
-      const record: StoredSession = current
-      const ok = await this.#onCache(sid, (cache) => cache.write(sid, refillWrite(record)))
-      if (!ok) return
+      await this.#withTimeout(this.#cache.write(sid, refillWrite(current)))
       const again: StoredSession | null = await this.#durable.get(sid)
       if (again && same(again, current)) return
       current = again
     }
     if (current) {
       debug('session %s kept changing during its refill; dropping the cached copy', redactSid(sid))
-      await this.#onCache(sid, (cache) => cache.destroy(sid))
+      await this.#withTimeout(this.#cache.destroy(sid))
     }
   }
 
@@ -274,22 +282,18 @@ class Tiered implements TieredBackend {
   }
 
   /**
-   * Runs a cache call; on failure, bypasses the cache for a while and remembers the
-   * session so that its cached copy is re-synchronised before the cache is used again.
-   * True when the call went through.
+   * Runs a write's cache call, even while reads bypass the cache: other processes
+   * may still read it, and a change it never received would stay stale there (a
+   * call that merely timed out has usually landed). On failure, bypasses the cache
+   * for reads a while and remembers the session, so that its cached copy is
+   * re-synchronised before this process reads the cache again.
    */
-  async #onCache(sid: string, call: (cache: Backend) => Promise<unknown>): Promise<boolean> {
-    if (!this.#usable()) {
-      this.#markDirty(sid)
-      return false
-    }
+  async #onCache(sid: string, call: (cache: Backend) => Promise<unknown>): Promise<void> {
     try {
       await this.#withTimeout(call(this.#cache))
-      return true
     } catch (error) {
       this.#failed(error)
       this.#markDirty(sid)
-      return false
     }
   }
 
@@ -319,11 +323,17 @@ class Tiered implements TieredBackend {
       const sids = [...this.#dirty]
       debug('cache back: re-synchronising %d sessions', sids.length)
       for (const sid of sids) {
-        const stored = await this.#durable.get(sid).catch(() => null)
-        await this.#withTimeout<unknown>(
-          stored ? this.#cache.write(sid, refillWrite(stored)) : this.#cache.destroy(sid),
-        )
+        // Unmarked before the repair, so that a write failing meanwhile marks it again.
         this.#dirty.delete(sid)
+        try {
+          // A session the durable tier cannot give back must not be served from the cache.
+          const stored = await this.#durable.get(sid).catch(() => null)
+          if (stored) await this.#refill(sid, stored)
+          else await this.#withTimeout(this.#cache.destroy(sid))
+        } catch (error) {
+          this.#markDirty(sid)
+          throw error
+        }
       }
     } catch (error) {
       this.#failed(error)
