@@ -7,6 +7,7 @@ import {
   type StoredSession,
   type WriteBasis,
 } from '../../core/backend.js'
+import { packAgent, unpackAgent } from './agent.js'
 import type { Send } from './client.js'
 
 /** Options both layouts share, resolved. */
@@ -168,12 +169,20 @@ function decodeHash(flat: readonly unknown[]): StoredSession {
   return { fields, meta }
 }
 
-/** The user agent from a session's meta fields: 'a' and the pieces a1, a2, … after it (see lua.ts). */
+/**
+ * The user agent from a session's meta fields (see lua.ts): packed in 'A' and the
+ * pieces A1, A2, … after it, or as the previous release stored it, in 'a', a1, ….
+ */
 function agentOf(raw: Record<string, string>): string | undefined {
-  let agent = raw.a
-  if (agent === undefined) return undefined
-  for (let k = 1; raw[`a${k}`] !== undefined; k++) agent += raw[`a${k}`]
-  return agent
+  const packed = joined(raw, 'A')
+  return packed === undefined ? joined(raw, 'a') : unpackAgent(packed)
+}
+
+function joined(raw: Record<string, string>, name: string): string | undefined {
+  let value = raw[name]
+  if (value === undefined) return undefined
+  for (let k = 1; raw[`${name}${k}`] !== undefined; k++) value += raw[`${name}${k}`]
+  return value
 }
 
 /** Reads a session with HGETALL; a key of another type is a malformed record. */
@@ -215,7 +224,7 @@ export function writeArgs(
     String(Math.floor(write.expiresAt)),
     String(write.maxLifetime),
     write.userId ?? '',
-    write.device.userAgent ?? '',
+    write.device.userAgent === undefined ? '' : packAgent(write.device.userAgent),
     write.device.ip ?? '',
     resealArg(write),
     ...extra,
@@ -267,9 +276,12 @@ export async function scanAll(
   )
 }
 
-/** A row of the listUser answer: id, created, last seen, expires, agent, ip. */
+/** A row of the listUser answer: id, created, last seen, expires, agent (unpacked), ip, agent (packed). */
 export function indexedSession(row: unknown[], userId: string) {
-  const [id, created, seen, expires, userAgent, ip] = row.map((v) => (v == null ? '' : String(v)))
+  const [id, created, seen, expires, unpacked, ip, packed] = row.map((v) =>
+    v == null ? '' : String(v),
+  )
+  const userAgent = packed ? unpackAgent(packed) : unpacked
   const meta: SessionMeta = {
     createdAt: Number(created),
     lastSeenAt: Number(seen),

@@ -1,8 +1,10 @@
 // The Lua the Redis backend runs. Two sets over one key layout:
 //
 //   <prefix>s:<id>    the session: a hash, data keys as '.' + key, meta fields
-//                     c created, l last seen, e expires, u user, a agent, i ip;
-//                     an agent over 64 bytes goes on in a1, a2, … (see pieces)
+//                     c created, l last seen, e expires, u user, i ip, and
+//                     A the agent, packed (agent.ts); a packed agent over 64
+//                     bytes goes on in A1, A2, … (see pieces). The previous
+//                     release stored it unpacked in a, a1, a2, …
 //   <prefix>t:<id>    its tombstone, on one server (the previous release's layout)
 //   <prefix>ix:<n>    user index buckets: one field per user
 //   <prefix>events    the event channel
@@ -65,10 +67,10 @@ local function publish(channel, kind, sid, reason, by)
   redis.call('PUBLISH', channel, message .. '}')
 end
 -- Redis keeps a hash compact (a listpack, about half the memory of a hashtable)
--- only while every value is at most hash-max-listpack-value bytes, 64 by default,
--- and a browser's User-Agent is longer. So the agent is stored in pieces of at
--- most 64 bytes, 'a' then 'a1', 'a2', …, each cut between two UTF-8 characters
--- (clients decode each field as text on its own).
+-- only while every value is at most hash-max-listpack-value bytes, 64 by default.
+-- A browser's User-Agent packs to less (agent.ts); one that does not is stored in
+-- pieces of at most 64 bytes, 'A' then 'A1', 'A2', …, each cut between two UTF-8
+-- characters (clients decode each field as text on its own).
 local PIECE = 64
 local function pieces(value)
   local out, from, n = {}, 1, #value
@@ -84,16 +86,27 @@ local function pieces(value)
   end
   return out
 end
--- The agent as stored: 'a' and the pieces after it, joined (nil for none).
-local function agentOf(key, first)
+-- The agent as stored: the field called name and its pieces name1, name2, …, joined
+-- (nil for none).
+local function agentOf(key, name, first)
   if not first then return nil end
   local parts, k = {first}, 1
   while true do
-    local part = redis.call('HGET', key, 'a' .. k)
+    local part = redis.call('HGET', key, name .. k)
     if not part then return table.concat(parts) end
     parts[#parts + 1] = part
     k = k + 1
   end
+end
+-- Deletes the pieces of the field called name from the one numbered from on (0: the
+-- field itself, then its pieces).
+local function dropPieces(key, name, from)
+  local k = from
+  if k == 0 then
+    if redis.call('HDEL', key, name) == 0 then return end
+    k = 1
+  end
+  while redis.call('HDEL', key, name .. k) == 1 do k = k + 1 end
 end
 -- HSET and HDEL in chunks: unpack() of thousands of arguments overflows Lua's stack.
 local function chunked(command, key, list, from, to)
@@ -174,13 +187,14 @@ local function apply(key, w)
   -- it carries (sealed again after a key rotation).
   if (not w.created or ARGV[3] == 'update') and ARGV[9] ~= '' then
     local parts = pieces(ARGV[9])
-    -- The pieces of a longer agent this one replaces (a reseal), past the new ones.
+    -- What an agent this one replaces (a reseal) leaves: its pieces past the new
+    -- ones, or the previous release's unpacked agent.
     if w.created then
-      local k = #parts
-      while redis.call('HDEL', key, 'a' .. k) == 1 do k = k + 1 end
+      dropPieces(key, 'A', #parts)
+      dropPieces(key, 'a', 0)
     end
     for k, part in ipairs(parts) do
-      args[#args + 1] = k == 1 and 'a' or 'a' .. (k - 1)
+      args[#args + 1] = k == 1 and 'A' or 'A' .. (k - 1)
       args[#args + 1] = part
     end
   end
@@ -361,9 +375,10 @@ if not usable(idx) then return {} end
 local listed = members(idx, uid)
 local out, kept = {}, {}
 for _, sid in ipairs(listed) do
-  local m = redis.pcall('HMGET', prefix .. 's:' .. sid, 'c', 'l', 'e', 'a', 'i')
+  local key = prefix .. 's:' .. sid
+  local m = redis.pcall('HMGET', key, 'c', 'l', 'e', 'a', 'i', 'A')
   if type(m) == 'table' and not m.err and m[1] then
-    out[#out + 1] = {sid, m[1], m[2], m[3], agentOf(prefix .. 's:' .. sid, m[4]) or '', m[5] or ''}
+    out[#out + 1] = {sid, m[1], m[2], m[3], agentOf(key, 'a', m[4]) or '', m[5] or '', agentOf(key, 'A', m[6]) or ''}
     kept[#kept + 1] = sid
   end
 end
