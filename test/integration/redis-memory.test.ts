@@ -99,6 +99,12 @@ describe('Redis memory of a session with a browser User-Agent', () => {
       expect(fields.a).toBeUndefined()
       expect(fields.A).toHaveLength(9)
       expect((await backend.get(sid))?.meta.userAgent).toBe(BROWSER)
+
+      // A process of the previous release resealing it writes 'a' and leaves 'A': 'a' is the newer.
+      await client.hSet(`old:s:${sid}`, 'a', 'Resealed/2.0')
+      expect((await backend.get(sid))?.meta.userAgent).toBe('Resealed/2.0')
+      const [relisted] = await backend.listUser('bob', Date.now())
+      expect(relisted?.meta.userAgent).toBe('Resealed/2.0')
     } finally {
       await client.close()
     }

@@ -171,11 +171,15 @@ function decodeHash(flat: readonly unknown[]): StoredSession {
 
 /**
  * The user agent from a session's meta fields (see lua.ts): packed in 'A' and the
- * pieces A1, A2, … after it, or as the previous release stored it, in 'a', a1, ….
+ * pieces A1, A2, … after it, or as the previous release stored it, in 'a'. Where
+ * both are, 'a' is the newer: this release deletes it when it writes 'A', and a
+ * process of the previous release writes 'a' alone (a reseal during an upgrade).
  */
 function agentOf(raw: Record<string, string>): string | undefined {
+  const unpacked = joined(raw, 'a')
+  if (unpacked !== undefined) return unpacked
   const packed = joined(raw, 'A')
-  return packed === undefined ? joined(raw, 'a') : unpackAgent(packed)
+  return packed === undefined ? undefined : unpackAgent(packed)
 }
 
 function joined(raw: Record<string, string>, name: string): string | undefined {
@@ -281,7 +285,8 @@ export function indexedSession(row: unknown[], userId: string) {
   const [id, created, seen, expires, unpacked, ip, packed] = row.map((v) =>
     v == null ? '' : String(v),
   )
-  const userAgent = packed ? unpackAgent(packed) : unpacked
+  // As in agentOf: an unpacked agent beside a packed one is the newer.
+  const userAgent = unpacked || (packed ? unpackAgent(packed) : '')
   const meta: SessionMeta = {
     createdAt: Number(created),
     lastSeenAt: Number(seen),

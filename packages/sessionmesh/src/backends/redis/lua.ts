@@ -4,7 +4,8 @@
 //                     c created, l last seen, e expires, u user, i ip, and
 //                     A the agent, packed (agent.ts); a packed agent over 64
 //                     bytes goes on in A1, A2, … (see pieces). The previous
-//                     release stored it unpacked in a, a1, a2, …
+//                     release stored it unpacked, in a (read, and deleted
+//                     when this release writes the agent).
 //   <prefix>t:<id>    its tombstone, on one server (the previous release's layout)
 //   <prefix>ix:<n>    user index buckets: one field per user
 //   <prefix>events    the event channel
