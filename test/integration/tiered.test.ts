@@ -245,4 +245,38 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
       await a.cleanup()
     }
   }, 30_000)
+
+  it('a repair that cannot read the database drops the cached copy, with no tombstone or event', async () => {
+    // A's write misses the paused cache, so A repairs that session once Redis answers.
+    // The table is renamed meanwhile: the repair cannot read the session, and must not
+    // destroy it in the cache (a tombstone for an hour, and a 'destroyed' event that,
+    // with a durable tier without events, would close the live session's sockets).
+    const a = await tiered('repair:', { retryAfter: 300 })
+    const admin = await cacheClient()
+    const events: string[] = []
+    const unsubscribe = await a.cache.subscribe?.((event) => events.push(event.type))
+    const moved = `${a.table}_away`
+    try {
+      const sid = 'repairsession00000000000000000001'
+      expect(await a.backend.write(sid, createWrite({ maxLifetime: 0 }))).toBe('ok')
+      expect(await a.cache.get(sid)).not.toBeNull()
+      await admin.sendCommand(['CLIENT', 'PAUSE', '200', 'ALL'])
+      expect(await a.backend.write(sid, updateWrite({ k: '1' }))).toBe('ok')
+      await a.pool.query(`ALTER TABLE ${a.table} RENAME TO ${moved.split('.')[1]}`)
+      // The repair runs 300 ms after the failure: the cached copy goes, nothing else.
+      await expect.poll(() => a.cache.get(sid), { timeout: 5000 }).toBeNull()
+      expect(await admin.exists(`repair:t:${sid}`)).toBe(0)
+      expect(events).not.toContain('destroyed')
+
+      await a.pool.query(`ALTER TABLE ${moved} RENAME TO ${a.table.split('.')[1]}`)
+      await expect
+        .poll(async () => (await a.backend.get(sid))?.fields.k, { timeout: 5000 })
+        .toBe('1')
+    } finally {
+      await unsubscribe?.()
+      admin.destroy()
+      await a.pool.query(`ALTER TABLE IF EXISTS ${moved} RENAME TO ${a.table.split('.')[1]}`)
+      await a.cleanup()
+    }
+  }, 30_000)
 })

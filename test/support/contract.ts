@@ -220,6 +220,44 @@ export function backendContract(
       expect(await backend.listUser('u-destroy', Date.now())).toEqual([])
     })
 
+    it('evict drops a live session with no tombstone and no event, and keeps a tombstone', async (context) => {
+      const evict = backend.evict?.bind(backend)
+      if (!evict) return context.skip()
+      const events: SessionEvent[] = []
+      const unsubscribe = await backend.subscribe?.((event) => events.push(event))
+      try {
+        const live = sid()
+        await backend.write(live, createWrite({ set: { a: '1' } }))
+        await evict(live)
+        expect(await backend.get(live)).toBeNull()
+        // No tombstone: the refill a cache tier makes next is a create, and it is taken.
+        expect(await backend.write(live, createWrite({ set: { a: '2' } }))).toBe('ok')
+        expect((await backend.get(live))?.fields.a).toBe('2')
+
+        const destroyed = sid()
+        await backend.write(destroyed, createWrite())
+        await backend.destroy(destroyed)
+        await evict(destroyed)
+        expect(await backend.write(destroyed, createWrite())).toBe('gone')
+        expect(await backend.get(destroyed)).toBeNull()
+
+        if (unsubscribe) {
+          // The destroy's event arrives; the evictions published none before or after it.
+          await expect
+            .poll(() => events.some((e) => e.sid === destroyed && e.type === 'destroyed'), {
+              timeout: 3000,
+            })
+            .toBe(true)
+          expect(events.filter((e) => e.type === 'destroyed').map((e) => e.sid)).toEqual([
+            destroyed,
+          ])
+          expect(events.filter((e) => e.sid === live).every((e) => e.type === 'changed')).toBe(true)
+        }
+      } finally {
+        await unsubscribe?.()
+      }
+    })
+
     it('a create racing a destroy of the same id never leaves the session alive', async () => {
       for (let i = 0; i < 50; i++) {
         const id = sid()

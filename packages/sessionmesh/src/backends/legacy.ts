@@ -102,6 +102,7 @@ export function legacyBackend(options: LegacyBackendOptions): Backend {
   }
   // Sessions still only in the legacy store are not listed: they appear once imported.
   if (backend.ids) wrapped.ids = backend.ids.bind(backend)
+  if (backend.evict) wrapped.evict = backend.evict.bind(backend)
   if (backend.subscribe) wrapped.subscribe = backend.subscribe.bind(backend)
   if (backend.isOutage) wrapped.isOutage = backend.isOutage.bind(backend)
   return wrapped

@@ -271,8 +271,18 @@ class Tiered implements TieredBackend {
     }
     if (current) {
       debug('session %s kept changing during its refill; dropping the cached copy', redactSid(sid))
-      await this.#withTimeout(this.#cache.destroy(sid))
+      await this.#withTimeout(this.#evict(sid))
     }
+  }
+
+  /**
+   * Drops the cached copy of a session that may be alive: the cache's `evict` (no
+   * tombstone, no event), else its `destroy`, which leaves a tombstone (the session
+   * is then read from the durable tier until it expires) and tells every process
+   * listening to the cache's events that the session was destroyed.
+   */
+  #evict(sid: string): Promise<void> {
+    return this.#cache.evict ? this.#cache.evict(sid) : this.#cache.destroy(sid)
   }
 
   async #fallback(sid: string, error: unknown): Promise<StoredSession | null> {
@@ -326,10 +336,15 @@ class Tiered implements TieredBackend {
         // Unmarked before the repair, so that a write failing meanwhile marks it again.
         this.#dirty.delete(sid)
         try {
-          // A session the durable tier cannot give back must not be served from the cache.
-          const stored = await this.#durable.get(sid).catch(() => null)
-          if (stored) await this.#refill(sid, stored)
-          else await this.#withTimeout(this.#cache.destroy(sid))
+          // A session the durable tier cannot give back must not be served from the cache:
+          // gone there, it is destroyed in the cache; unreadable, its copy is dropped.
+          const stored = await this.#durable.get(sid).then(
+            (session) => ({ session }),
+            () => undefined,
+          )
+          if (stored?.session) await this.#refill(sid, stored.session)
+          else if (stored) await this.#withTimeout(this.#cache.destroy(sid))
+          else await this.#withTimeout(this.#evict(sid))
         } catch (error) {
           this.#markDirty(sid)
           throw error

@@ -208,6 +208,12 @@ export interface Backend {
   touch(sid: string, touch: SessionTouch): Promise<WriteResult>
   /** Removes a session and leaves a tombstone so that no in-flight write brings it back. */
   destroy(sid: string, options?: CallOptions): Promise<void>
+  /**
+   * Drops a live session's copy with no tombstone and no event, and leaves a
+   * tombstone as it is: a cache tier's repair (the tiered backend), after which the
+   * next read refills it from the tier of record. Not for logging anyone out.
+   */
+  evict?(sid: string): Promise<void>
   /** The live sessions of a user; expired entries are pruned on the way. */
   listUser(userId: string, now: number): Promise<IndexedSession[]>
   /** Destroys every session of a user except `except`, atomically; returns the ids destroyed. */

@@ -83,6 +83,7 @@ export function encryptedBackend(inner: Backend, cipher: SessionCipher, clearKey
     close: () => inner.close(),
   }
   if (inner.ids) wrapped.ids = inner.ids.bind(inner)
+  if (inner.evict) wrapped.evict = inner.evict.bind(inner)
   if (inner.subscribe) wrapped.subscribe = inner.subscribe.bind(inner)
   if (inner.isOutage) wrapped.isOutage = inner.isOutage.bind(inner)
   return wrapped

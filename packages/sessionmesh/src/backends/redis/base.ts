@@ -11,6 +11,7 @@ import {
   scanAll,
   sessionKey,
 } from './common.js'
+import { evictScript } from './lua.js'
 
 /**
  * What both key layouts share: the read, the bus, clearing, the outage check, and
@@ -33,6 +34,11 @@ export abstract class RedisBackendBase {
 
   get(sid: string): Promise<StoredSession | null> {
     return readSession(this.connection.send, sessionKey(this.layout.prefix, sid))
+  }
+
+  /** Drops the session's hash; a tombstone stays (see {@link evictScript}). */
+  async evict(sid: string): Promise<void> {
+    await this.run(evictScript, [sessionKey(this.layout.prefix, sid)], [])
   }
 
   async count(): Promise<number> {

@@ -419,6 +419,16 @@ local function encode(map)
 end
 `
 
+/**
+ * KEYS: session. Deletes the session's hash unless it is a tombstone (on a cluster,
+ * the session key holding only 't'; on one server the tombstone is a key of its
+ * own, which this leaves alone). Publishes nothing.
+ */
+export const evictScript = `
+if redis.call('HEXISTS', KEYS[1], 't') == 1 then return 0 end
+return redis.call('DEL', KEYS[1])
+`
+
 export const clusterScripts = {
   // KEYS: session. ARGV as the standalone write, with the user whose
   // index the caller has already joined ('' for none) after the deadline, then the
