@@ -548,6 +548,27 @@ function pairedRatio(results, a, b, scenario, figure = 'rps') {
   return median(x.map((run, k) => run[figure] / y[k][figure]))
 }
 
+/**
+ * How steady the machine was: the throughput of two identical no-session processes
+ * relative to each other, per scenario. A ratio between two configurations closer
+ * to 100% than the widest spread here says nothing about the code.
+ */
+function steadiness(results) {
+  const spreads = SCENARIOS.map((scenario) => ({
+    label: scenario.label,
+    ratio: pairedRatio(results, 'none-twin', 'none', scenario.name),
+  })).filter((s) => s.ratio !== undefined)
+  if (spreads.length === 0) return ''
+  const worst = Math.max(...spreads.map((s) => Math.abs(s.ratio - 1)))
+  const listed = spreads.map((s) => `${(s.ratio * 100).toFixed(0)}% (${s.label})`).join(', ')
+  let md = `Steadiness: a second, identical no-session process measured ${listed} of the first's throughput. `
+  md +=
+    worst <= 0.1
+      ? 'The machine was steady enough for ratios more than 10 points from 100% to mean something.\n\n'
+      : `**The machine was unsteady during this run** (${(worst * 100).toFixed(0)} points between identical processes): a ratio closer to 100% than that may be noise.\n\n`
+  return md
+}
+
 /** Issue 13's targets, each with the figure this run measured and whether it is met. */
 function targets(rows, results, memory) {
   const lines = []
@@ -692,6 +713,7 @@ function summarize(results, memory, near, elapsed, skipped) {
   md += `Server CPU: the CPU time (user + system) the configuration's processes used per request, summed over both nodes behind nginx; \`CPU vs no session\` is the median of each round's ratio of no session's figure to it, the throughput ratio a server that only computes would show (the machine is shared and its speed drifts: this ratio moves less than the throughput one). `
   md += `Round trips, per request: for sessionmesh, the calls it made to its backend (each one round trip: a script's reads and writes run inside it); for the peers, the Redis commands they sent (GET, SET, EXPIRE); plus SQL statements. Commands: every command Redis ran, including those inside scripts, plus SQL statements. The SQL configurations use the machine's PostgreSQL and MariaDB (not pinned). Each configuration that uses Redis has a redis-server of its own. The rows \`2 nodes behind nginx\` run two processes of that configuration behind a private nginx with the config \`sessionmesh up\` writes (least_conn, upstream keep-alive); their ratio is to express with no session behind the same nginx. Total time ${(elapsed / 1000).toFixed(0)}s.\n\n`
   for (const line of skipped) md += `Not measured: ${line}.\n\n`
+  md += steadiness(results)
   md += `Redis µs/req: the server CPU the request's commands cost, from \`INFO commandstats\` (usec of the commands the app sent; a script's usec includes what it ran), summed over every node for the cluster. One Redis core (one shard) serves about 1,000,000 / µs/req such requests per second.\n\n`
   md +=
     '| scenario | configuration | req/s | vs no session | server CPU µs/req | CPU vs no session | p50 ms | p99 ms | round trips/req | commands/req | Redis µs/req |\n'
