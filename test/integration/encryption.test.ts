@@ -28,8 +28,9 @@ const mark = () => randomBytes(5).toString('hex')
 async function storedKeyIds(prefix: string, sid: string): Promise<Set<string>> {
   const hash = await client.hGetAll(`${prefix}s:${sid}`)
   const ids = Object.entries(hash)
-    // Session values and the device; not the write version (a random tag, kept in clear).
-    .filter(([name]) => (name.startsWith('.') && name !== '.__smv') || name === 'a')
+    // Session values, the cookie (k) and the device's agent (A); not the write
+    // version (a random tag, kept in clear, in v).
+    .filter(([name]) => (name.startsWith('.') && name !== '.__smv') || name === 'k' || name === 'A')
     .map(([, value]) => /^e1\.([^.]+)\./.exec(value)?.[1] ?? 'clear')
   return new Set(ids)
 }

@@ -12,9 +12,10 @@ import { RedisServer } from '../support/redis-server.js'
 // How Redis encodes a session. It keeps a hash compact (a listpack) only while
 // every value is at most hash-max-listpack-value bytes, 64 by default; past that
 // the hash becomes a hashtable of nearly twice the memory. A browser's
-// User-Agent is longer, so the backend packs it (agent.ts); a longer value the
-// application stores (a cookie with `secure` and `sameSite`, say) still converts
-// the hash, which is why `sessionmesh up` starts its Redis with COMPACT_HASHES.
+// User-Agent is longer, so the backend packs it (agent.ts), and it packs the
+// cookie and shortens the version's field (fields.ts), which every session has; a
+// longer value the application stores still converts the hash, which is why
+// `sessionmesh up` starts its Redis with COMPACT_HASHES.
 
 const BROWSER =
   'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36'
@@ -36,8 +37,11 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
+const COOKIE = '{"originalMaxAge":86400000,"httpOnly":true,"path":"/"}'
 const LONG_COOKIE =
   '{"originalMaxAge":86400000,"secure":true,"httpOnly":true,"path":"/","sameSite":"lax"}'
+const VERSION = '"UHjMeVft"'
+const PROFILE = '{"displayName":"Alice Example","email":"alice@example.com","locale":"en-GB"}'
 
 interface Stored {
   encoding: string | null
@@ -68,14 +72,98 @@ async function stored(url: string, sid: string, set: Record<string, string>): Pr
 }
 
 describe('Redis memory of a session with a browser User-Agent', () => {
-  it('stays a listpack under Redis defaults: the agent is packed into one short value', async () => {
-    const defaults = await stored(plain.url, 'plain', {})
+  it('stays a listpack under Redis defaults: the agent and the cookie are packed into short values', async () => {
+    const defaults = await stored(plain.url, 'plain', { cookie: COOKIE, __smv: VERSION })
     expect(BROWSER.length).toBeGreaterThan(64)
     expect(defaults.encoding).toBe('listpack')
     expect(Math.max(...defaults.values.map((v) => Buffer.byteLength(v)))).toBeLessThanOrEqual(64)
     expect(defaults.values.some((v) => v.includes('Chrome'))).toBe(false)
-    // 184 B on Redis 7.0; 280 B with the agent unpacked in two pieces, 550 B as a
-    // hashtable when it was one value.
+    expect(defaults.values.some((v) => v.includes('originalMaxAge'))).toBe(false)
+    expect(defaults.values).toContain('UHjMeVft')
+
+    // The same session as the previous release stored its cookie and version: a
+    // larger allocation. 216 B against 280 B on Redis 7.0 (with the agent
+    // unpacked in two pieces as well, 376 B; in one value, a hashtable: 980 B).
+    const client = await createClient({ url: plain.url }).connect()
+    try {
+      const hash = await client.hGetAll('mem:s:plain')
+      const { k: _cookie, v: _version, ...rest } = hash
+      await client.hSet('mem:s:plaim', { ...rest, '.cookie': COOKIE, '.__smv': VERSION })
+      const before = Number(await client.memoryUsage('mem:s:plaim'))
+      expect(defaults.bytes).toBeLessThan(before)
+    } finally {
+      await client.close()
+    }
+  })
+
+  it('reads a cookie and a version the previous release stored as data keys, and moves each when written', async () => {
+    const client = await createClient({ url: plain.url }).connect()
+    try {
+      const backend = redisBackend({ client, prefix: 'old:' })
+      const sid = 'previous-cookie'
+      const key = `old:s:${sid}`
+      const write = createWrite({ set: { cookie: COOKIE, __smv: VERSION, n: '1' } })
+      expect(await backend.write(sid, write)).toBe('ok')
+      // As the previous release left it: both as data keys, nothing in 'k' or 'v'.
+      await client.hDel(key, ['k', 'v'])
+      await client.hSet(key, { '.cookie': LONG_COOKIE, '.__smv': VERSION })
+      expect((await backend.get(sid))?.fields).toEqual({
+        cookie: LONG_COOKIE,
+        __smv: VERSION,
+        n: '1',
+      })
+
+      // A write of each key stores it short and deletes the old field.
+      const next = '"Zk9yMxT2"'
+      const update = createWrite({ mode: 'update', replace: false, device: {} })
+      expect(await backend.write(sid, { ...update, set: { cookie: COOKIE, __smv: next } })).toBe(
+        'ok',
+      )
+      let hash = await client.hGetAll(key)
+      expect(hash['.cookie']).toBeUndefined()
+      expect(hash['.__smv']).toBeUndefined()
+      expect(hash.v).toBe('Zk9yMxT2')
+      expect((await backend.get(sid))?.fields).toEqual({ cookie: COOKIE, __smv: next, n: '1' })
+
+      // A process of the previous release writing them as data keys leaves 'k' and
+      // 'v' behind: the data keys are the newer.
+      await client.hSet(key, { '.cookie': LONG_COOKIE, '.__smv': VERSION })
+      expect((await backend.get(sid))?.fields).toMatchObject({
+        cookie: LONG_COOKIE,
+        __smv: VERSION,
+      })
+
+      // A write that replaces the data (a regenerate) leaves no short field it did not set.
+      const replace = createWrite({ mode: 'update', replace: true, device: {}, set: { n: '2' } })
+      expect(await backend.write(sid, replace)).toBe('ok')
+      hash = await client.hGetAll(key)
+      expect(
+        Object.keys(hash).filter((name) => ['k', 'v', '.cookie', '.__smv'].includes(name)),
+      ).toEqual([])
+      expect((await backend.get(sid))?.fields).toEqual({ n: '2' })
+
+      // A version that is not one the engine makes stays a data key, and a basis
+      // still finds either form.
+      const odd = '"with \\"quotes\\""'
+      expect(await backend.write(sid, { ...update, set: { __smv: odd } })).toBe('ok')
+      hash = await client.hGetAll(key)
+      expect(hash['.__smv']).toBe(odd)
+      expect(hash.v).toBeUndefined()
+      const read = await backend.writeAndRead?.(
+        sid,
+        { ...update, set: { __smv: VERSION } },
+        { key: '__smv', value: odd },
+      )
+      expect(read).toEqual({ result: 'ok', previous: odd })
+      const again = await backend.writeAndRead?.(
+        sid,
+        { ...update, set: { __smv: next } },
+        { key: '__smv', value: VERSION },
+      )
+      expect(again).toEqual({ result: 'ok', previous: VERSION })
+    } finally {
+      await client.close()
+    }
   })
 
   it('reads an agent the previous release stored unpacked, and replaces it packed', async () => {
@@ -111,11 +199,15 @@ describe('Redis memory of a session with a browser User-Agent', () => {
   })
 
   it('a longer value of its own makes it a hashtable of nearly twice the size, except in the Redis `sessionmesh up` starts', async () => {
-    const compact = await stored(managed.url, 'long-cookie', { cookie: LONG_COOKIE })
-    const defaults = await stored(plain.url, 'long-cookie', { cookie: LONG_COOKIE })
+    // A cookie with `secure` and `sameSite` is packed like any other: still compact.
+    expect((await stored(plain.url, 'long-cookie', { cookie: LONG_COOKIE })).encoding).toBe(
+      'listpack',
+    )
+    const compact = await stored(managed.url, 'profile', { cookie: COOKIE, profile: PROFILE })
+    const defaults = await stored(plain.url, 'profile', { cookie: COOKIE, profile: PROFILE })
     expect(compact.encoding).toBe('listpack')
     expect(defaults.encoding).toBe('hashtable')
-    // 982 B against 456 B on Redis 7.0.
+    // 707 B against 280 B on Redis 7.0.
     expect(defaults.bytes).toBeGreaterThan(1.6 * compact.bytes)
   })
 })

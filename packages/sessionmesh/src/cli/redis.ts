@@ -13,8 +13,8 @@ export interface RunningRedis {
 /**
  * The redis-server arguments that keep a session's hash compact. Redis stores a
  * small hash as a listpack only while every value is at most 64 bytes (its
- * default). The backend keeps its own fields within that, but an application's
- * values may be longer (a cookie with `secure` and `sameSite` is 87 bytes), and
+ * default). The backend keeps its own fields and the cookie within that, but an
+ * application's values may be longer (a passport user that is a profile), and
  * the hash then takes about twice the memory (docs/backends.md, "Memory in
  * Redis"). The ziplist name is the one Redis 6 knows and Redis 7 still accepts.
  */

@@ -60,7 +60,7 @@ export class ClusterRedisBackend extends RedisBackendBase implements Backend {
     basis: WriteBasis,
   ): Promise<ReadWriteResult> {
     const reply = await this.#write(sid, write, basis)
-    return first(reply) === 1 ? basisResult(reply, 2) : { result: 'gone' }
+    return first(reply) === 1 ? basisResult(reply, 2, basis) : { result: 'gone' }
   }
 
   async #write(sid: string, write: SessionWrite, basis: WriteBasis | undefined): Promise<unknown> {

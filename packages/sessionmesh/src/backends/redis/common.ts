@@ -9,6 +9,7 @@ import {
 } from '../../core/backend.js'
 import { packAgent, unpackAgent } from './agent.js'
 import type { Send } from './client.js'
+import { codecValue, formsOf, namesOf, readShort, SHORT_KEYS } from './fields.js'
 
 /** Options both layouts share, resolved. */
 export interface Layout {
@@ -151,9 +152,10 @@ function decodeHash(flat: readonly unknown[]): StoredSession {
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const name = String(flat[i])
     const value = String(flat[i + 1])
-    // 46 is '.': a data key; the others are the meta fields.
+    // 46 is '.': a data key; the others are the meta fields and the short data
+    // fields (fields.ts).
     if (name.charCodeAt(0) === 46) fields[name.slice(1)] = value
-    else raw[name] = value
+    else if (!readShort(name, value, fields)) raw[name] = value
   }
   const createdAt = Number(raw.c)
   const lastSeenAt = Number(raw.l)
@@ -234,29 +236,53 @@ export function writeArgs(
     ...extra,
     String(set.length),
   ]
-  for (const [name, value] of set) args.push(`.${name}`, value)
-  for (const name of write.unset) args.push(`.${name}`)
+  // Each key set is stored in its first form (fields.ts); its other fields go.
+  const unset: string[] = []
+  for (const [key, value] of set) {
+    const [name, stored] = formsOf(key, value)[0] as [string, string]
+    args.push(name, stored)
+    for (const other of namesOf(key)) if (other !== name) unset.push(other)
+  }
+  for (const key of write.unset) unset.push(...namesOf(key))
+  // A replace deletes every dotted field itself (lua.ts), the short ones here.
+  if (write.replace) {
+    for (const key of SHORT_KEYS) if (!(key in write.set)) unset.push(...namesOf(key))
+  }
+  args.push(...unset)
   return args
 }
 
-/** A write's basis as the scripts read it: its key (data keys are stored with a '.') and value, or '' twice. */
+/** A write's basis as the scripts read it: the field and value it is stored as, or '' twice. */
 export function basisArgs(basis: WriteBasis | undefined): [string, string] {
-  return basis ? [basis.key, basis.value] : ['', '']
+  return basis ? (formsOf(basis.key, basis.value)[0] as [string, string]) : ['', '']
 }
 
 /** A write script's answer with a basis, from position `at`: the field before, and the session when another write came first. */
-export function basisResult(reply: unknown, at: number): ReadWriteResult {
+export function basisResult(reply: unknown, at: number, basis: WriteBasis): ReadWriteResult {
   const parts = reply as unknown[]
   const before = String(parts[at] ?? '')
-  const previous = before === '' ? undefined : before
+  const previous = before === '' ? undefined : codecValue(basisArgs(basis)[0], before)
   const hash = parts[at + 1]
   if (hash === undefined) return { result: 'ok', previous }
   return { result: 'ok', previous, stored: decodeHash(flatHash(hash)) }
 }
 
-/** The write's reseal as the scripts read it: JSON `{ key: [from, to] }`, or '' for none. */
+/**
+ * The write's reseal as the scripts read it: JSON `{ field: [from, to] }`, or ''
+ * for none. A key is named in each form it may be stored in: only the form the
+ * session holds it in matches its `from`.
+ */
 function resealArg(write: import('../../core/backend.js').SessionWrite): string {
-  return write.reseal && write.mode === 'update' ? JSON.stringify(resealPairs(write)) : ''
+  if (!write.reseal || write.mode !== 'update') return ''
+  const fields: Record<string, [string, string]> = {}
+  for (const [key, [from, to]] of Object.entries(resealPairs(write))) {
+    const targets = new Map(formsOf(key, to))
+    for (const [name, stored] of formsOf(key, from)) {
+      const target = targets.get(name)
+      if (target !== undefined) fields[name] = [stored, target]
+    }
+  }
+  return JSON.stringify(fields)
 }
 
 /** Counts and deletes across every primary with SCAN, never KEYS. */

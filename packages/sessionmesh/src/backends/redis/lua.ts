@@ -1,11 +1,13 @@
 // The Lua the Redis backend runs. Two sets over one key layout:
 //
-//   <prefix>s:<id>    the session: a hash, data keys as '.' + key, meta fields
-//                     c created, l last seen, e expires, u user, i ip, and
-//                     A the agent, packed (agent.ts); a packed agent over 64
-//                     bytes goes on in A1, A2, … (see pieces). The previous
-//                     release stored it unpacked, in a (read, and deleted
-//                     when this release writes the agent).
+//   <prefix>s:<id>    the session: a hash, data keys as '.' + key (but the
+//                     cookie, packed, in k and the version in v: fields.ts),
+//                     meta fields c created, l last seen, e expires, u user,
+//                     i ip, and A the agent, packed (agent.ts); a packed agent
+//                     over 64 bytes goes on in A1, A2, … (see pieces). The
+//                     previous release stored it unpacked, in a (read, and
+//                     deleted when this release writes the agent). The scripts
+//                     take data fields by the names they are stored under.
 //   <prefix>t:<id>    its tombstone, on one server (the previous release's layout)
 //   <prefix>ix:<n>    user index buckets: one field per user
 //   <prefix>events    the event channel
@@ -160,7 +162,7 @@ end
 -- With a basis (writeAndRead): what its field held before the write, read before apply().
 local function basisBefore(key, basisKey)
   if basisKey == '' then return false end
-  return redis.call('HGET', key, '.' .. basisKey)
+  return redis.call('HGET', key, basisKey)
 end
 -- The reply's tail for writeAndRead: the basis field's value before the write
 -- ('' for none) and, when that was not the basis value, the session as written.
@@ -169,7 +171,7 @@ local function basisReply(reply, key, before, basisValue)
   if before ~= basisValue then reply[#reply + 1] = redis.call('HGETALL', key) end
   return reply
 end
--- The write's reseal (JSON { key: [from, to] } or ''), taken out of ARGV by the script.
+-- The write's reseal (JSON { field: [from, to] } or ''), taken out of ARGV by the script.
 local RESEAL = ''
 -- Applies a prepared write to the session hash; returns nothing, fails on nothing.
 local function apply(key, w)
@@ -212,8 +214,8 @@ local function apply(key, w)
     if ok and type(again) == 'table' then
       for name, pair in pairs(again) do
         if type(pair) == 'table' and type(pair[1]) == 'string' and type(pair[2]) == 'string'
-          and redis.call('HGET', key, '.' .. name) == pair[1] then
-          redis.call('HSET', key, '.' .. name, pair[2])
+          and redis.call('HGET', key, name) == pair[1] then
+          redis.call('HSET', key, name, pair[2])
         end
       end
     end
@@ -246,7 +248,7 @@ end
   return {
     // KEYS: session, tombstone. ARGV: prefix, sid, mode, replace, now, expiresAt, maxLifetime, userId,
     // userAgent, ip, reseal, deadline, session limit (0 for none), its policy,
-    // tombstone ttl, the caller's name, the basis key and value ('' for none), #set
+    // tombstone ttl, the caller's name, the basis field and value ('' for none), #set
     // fields, then field/value pairs, then fields to delete. The eight after ip are
     // taken out first, so that the rest is laid out as prepare() and apply() read
     // it. Returns 1 when written, 0 when gone, 2 when a login was refused by the
@@ -432,7 +434,7 @@ return redis.call('DEL', KEYS[1])
 export const clusterScripts = {
   // KEYS: session. ARGV as the standalone write, with the user whose
   // index the caller has already joined ('' for none) after the deadline, then the
-  // basis key and value ('' for none). Returns {1, previous user} when written
+  // basis field and value ('' for none). Returns {1, previous user} when written
   // (with a basis: then the basis field before, and the session's hash when it was
   // not the basis value), {0} when gone, and {2, previous user} when the write
   // would move the session to a user whose index was not joined: a live session

@@ -47,7 +47,7 @@ export class StandaloneRedisBackend extends RedisBackendBase implements Backend 
     basis: WriteBasis,
   ): Promise<ReadWriteResult> {
     const reply = await this.#write(sid, write, undefined, basis)
-    return reply === 0 ? { result: 'gone' } : basisResult(reply, 1)
+    return reply === 0 ? { result: 'gone' } : basisResult(reply, 1, basis)
   }
 
   /** The limit is applied inside the write's script: one atomic step, as every write here. */
