@@ -246,6 +246,59 @@ describe('tiered backend over a real Redis and PostgreSQL', () => {
     }
   }, 30_000)
 
+  it('a refill whose check cannot read the database leaves no cached copy, and is no cache error', async () => {
+    // The refill after a cache miss reads the database a second time to check that
+    // nothing changed meanwhile. When that read fails, the copy it wrote is unchecked:
+    // it goes, and the cache (which answered every call) is still used.
+    const client = await cacheClient()
+    const { pool, schema, drop } = await pgSchema()
+    const table = `${schema}.sessions`
+    await migratePostgres(pool, { table })
+    const durable = postgresBackend({ pool, table, cleanupInterval: 0 })
+    let reads = 0
+    let failRead = -1
+    // The real PostgreSQL backend, with the one read chosen failing as a dropped connection would.
+    const flaky = new Proxy(durable, {
+      get(target, name) {
+        if (name === 'get') {
+          return (sid: string) =>
+            reads++ === failRead
+              ? Promise.reject(new Error('connection terminated unexpectedly'))
+              : target.get(sid)
+        }
+        const value = Reflect.get(target, name)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const cache = redisBackend({ client, prefix: 'check:' })
+    const backend = tieredBackend({ cache, durable: flaky, retryAfter: 60_000 })
+    try {
+      const sid = 'checksession000000000000000000001'
+      expect(await backend.write(sid, createWrite({ set: { k: '"1"' } }))).toBe('ok')
+      await client.del(`check:s:${sid}`)
+
+      // The miss reads the row (read 0), refills, and its check (read 1) fails.
+      reads = 0
+      failRead = 1
+      expect((await backend.get(sid))?.fields.k).toBe('"1"')
+      expect(reads).toBe(2)
+      expect(await cache.get(sid)).toBeNull()
+      expect(backend.stats().cacheErrors).toBe(0)
+
+      // The next read still tries the cache (retryAfter is a minute), and refills it.
+      failRead = -1
+      const before = backend.stats()
+      expect((await backend.get(sid))?.fields.k).toBe('"1"')
+      expect(backend.stats().cacheMisses).toBe(before.cacheMisses + 1)
+      expect(backend.stats().durableFallbacks).toBe(before.durableFallbacks)
+      expect((await cache.get(sid))?.fields.k).toBe('"1"')
+    } finally {
+      await backend.close()
+      client.destroy()
+      await drop()
+    }
+  })
+
   it('a repair that cannot read the database drops the cached copy, with no tombstone or event', async () => {
     // A's write misses the paused cache, so A repairs that session once Redis answers.
     // The table is renamed meanwhile: the repair cannot read the session, and must not

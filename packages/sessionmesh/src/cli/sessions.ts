@@ -75,7 +75,7 @@ async function open(
     await durable.close()
     throw error
   }
-  const { tieredBackend } = await import('../backends/tiered.js')
+  const { tieredBackend } = await import('../backends/tiered/index.js')
   return {
     backend: tieredBackend({ cache: cache.backend, durable: durable.backend }),
     where: `${cache.where} over ${durable.where}`,

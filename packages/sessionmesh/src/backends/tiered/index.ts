@@ -10,8 +10,9 @@ import {
   type SessionWrite,
   type StoredSession,
   type WriteResult,
-} from '../core/backend.js'
-import { InvalidOptionError, NotSupportedError, redactSid } from '../core/errors.js'
+} from '../../core/backend.js'
+import { InvalidOptionError, NotSupportedError } from '../../core/errors.js'
+import { refill } from './refill.js'
 
 const debug = debuglog('sessionmesh:tiered')
 
@@ -251,28 +252,13 @@ class Tiered implements TieredBackend {
       : { ...options, deadline: options.deadline - this.#timeout }
   }
 
-  /**
-   * Puts the durable tier's copy into the cache, and checks it did not change
-   * meanwhile. Throws when a cache call fails.
-   */
-  async #refill(sid: string, stored: StoredSession): Promise<void> {
-    // A write that reached the durable tier between our read and our refill sends
-    // its delta to the cache before or after the refill lands, and the refill may
-    // then hide it. Reading again until two reads agree closes that window: any write
-    // after the last read applies its delta on top of the refilled record. A
-    // concurrent destroy is covered by the cache's tombstone (the refill is a
-    // 'create', which a tombstone refuses) or removes the refilled record.
-    let current: StoredSession | null = stored
-    for (let round = 0; current && round < 3; round++) {
-      await this.#withTimeout(this.#cache.write(sid, refillWrite(current)))
-      const again: StoredSession | null = await this.#durable.get(sid)
-      if (again && same(again, current)) return
-      current = again
-    }
-    if (current) {
-      debug('session %s kept changing during its refill; dropping the cached copy', redactSid(sid))
-      await this.#withTimeout(this.#evict(sid))
-    }
+  /** Puts the durable tier's copy of `sid` into the cache (see refill.ts). Throws when a cache call fails. */
+  #refill(sid: string, stored: StoredSession): Promise<void> {
+    return refill(sid, stored, {
+      cache: (write) => this.#withTimeout(this.#cache.write(sid, write)),
+      durable: () => this.#durable.get(sid),
+      evict: () => this.#withTimeout(this.#evict(sid)),
+    })
   }
 
   /**
@@ -389,34 +375,4 @@ class Tiered implements TieredBackend {
     })
     return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
   }
-}
-
-/**
- * The whole durable record as a cache write: `now` is the creation time so the cache
- * records the same `createdAt`, and the expiry is the durable one, already capped.
- */
-function refillWrite(stored: StoredSession): SessionWrite {
-  const device: SessionWrite['device'] = {}
-  if (stored.meta.userAgent !== undefined) device.userAgent = stored.meta.userAgent
-  if (stored.meta.ip !== undefined) device.ip = stored.meta.ip
-  return {
-    mode: 'create',
-    set: stored.fields,
-    unset: [],
-    replace: true,
-    now: stored.meta.createdAt,
-    expiresAt: stored.meta.expiresAt,
-    maxLifetime: 0,
-    userId: stored.meta.userId,
-    device,
-  }
-}
-
-function same(a: StoredSession, b: StoredSession): boolean {
-  if (a.meta.expiresAt !== b.meta.expiresAt || a.meta.userId !== b.meta.userId) return false
-  const keys = Object.keys(a.fields)
-  return (
-    keys.length === Object.keys(b.fields).length &&
-    keys.every((key) => a.fields[key] === b.fields[key])
-  )
 }
