@@ -3,7 +3,7 @@ import { resolve } from 'node:path'
 import mysql from 'mysql2/promise'
 import type { BrowserContext, Page, Browser as Playwright } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { launchChromium } from '../support/chromium.mjs'
+import { launchChromium, signIn as signInForm } from '../support/chromium.mjs'
 import { Browser, Cluster, canListen, freePortRange } from '../support/cluster.js'
 import { RedisServer } from '../support/redis-server.js'
 import { MYSQL_URL, uniqueName } from '../support/sql.js'
@@ -61,21 +61,7 @@ async function open(context: BrowserContext, base = cluster.base): Promise<Page>
  * outlast the store's timeout. At most three tries, each retry printed.
  */
 async function signIn(page: Page, user: string, chat = /^connected via node-\d$/): Promise<void> {
-  await page.locator('#login').waitFor()
-  await page.fill('#username', user)
-  await page.fill('#password', 'sessionmesh')
-  const submit = '#login-form button[type=submit]'
-  for (let attempt = 1; ; attempt++) {
-    await page.click(submit)
-    // The form's handler disables the button until the answer is in.
-    await page.locator(`${submit}:not([disabled])`).waitFor({ state: 'attached' })
-    if ((await page.isVisible('#dashboard')) || !(await page.isVisible('#outage'))) break
-    if (attempt === 3) throw new Error(`signing in as ${user}: the store was unavailable 3 times`)
-    console.log(`signing in as ${user}: the store was unavailable (try ${attempt}), trying again`)
-    // Past the breaker's retryAfter (500 ms), which fails calls at once after a failure.
-    await page.waitForTimeout(600)
-  }
-  await page.locator('#dashboard').waitFor()
+  await signInForm(page, user)
   await expect.poll(() => page.textContent('#chat-status')).toMatch(chat)
 }
 

@@ -3,7 +3,7 @@
 // nginx's certificate by its public key only (SPKI, from the environment), not
 // by switching certificate checks off. Prints one JSON line with what it saw.
 
-import { launchChromium } from './chromium.mjs'
+import { launchChromium, signIn as signInForm } from './chromium.mjs'
 
 const base = process.env.BASE
 const spki = process.env.SPKI
@@ -25,11 +25,7 @@ async function window(userAgent) {
 }
 
 async function signIn(page, user) {
-  await page.locator('#login').waitFor()
-  await page.fill('#username', user)
-  await page.fill('#password', 'sessionmesh')
-  await page.click('#login-form button[type=submit]')
-  await page.locator('#dashboard').waitFor()
+  await signInForm(page, user)
   await page.waitForFunction(
     () => /^connected via /.test(document.querySelector('#chat-status')?.textContent ?? ''),
     undefined,
