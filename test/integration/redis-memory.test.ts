@@ -49,10 +49,21 @@ interface Stored {
   values: string[]
 }
 
-/** How Redis encodes, and what it takes for, one session a browser logged in with. */
-async function stored(url: string, sid: string, set: Record<string, string>): Promise<Stored> {
+type RedisClient = Awaited<ReturnType<ReturnType<typeof createClient>['connect']>>
+
+/** Runs `body` with a client of the Redis at `url`, closed after. */
+async function withClient<T>(url: string, body: (client: RedisClient) => Promise<T>): Promise<T> {
   const client = await createClient({ url }).connect()
   try {
+    return await body(client)
+  } finally {
+    await client.close()
+  }
+}
+
+/** How Redis encodes, and what it takes for, one session a browser logged in with. */
+function stored(url: string, sid: string, set: Record<string, string>): Promise<Stored> {
+  return withClient(url, async (client) => {
     const backend = redisBackend({ client, prefix: 'mem:' })
     const write = createWrite({
       set: { passport: '{"user":"alice"}', ...set },
@@ -66,9 +77,7 @@ async function stored(url: string, sid: string, set: Record<string, string>): Pr
       bytes: Number(await client.memoryUsage(`mem:s:${sid}`)),
       values: Object.values(await client.hGetAll(`mem:s:${sid}`)),
     }
-  } finally {
-    await client.close()
-  }
+  })
 }
 
 describe('Redis memory of a session with a browser User-Agent', () => {
@@ -84,21 +93,17 @@ describe('Redis memory of a session with a browser User-Agent', () => {
     // The same session as the previous release stored its cookie and version: a
     // larger allocation. 216 B against 280 B on Redis 7.0 (with the agent
     // unpacked in two pieces as well, 376 B; in one value, a hashtable: 980 B).
-    const client = await createClient({ url: plain.url }).connect()
-    try {
+    await withClient(plain.url, async (client) => {
       const hash = await client.hGetAll('mem:s:plain')
       const { k: _cookie, v: _version, ...rest } = hash
       await client.hSet('mem:s:plaim', { ...rest, '.cookie': COOKIE, '.__smv': VERSION })
       const before = Number(await client.memoryUsage('mem:s:plaim'))
       expect(defaults.bytes).toBeLessThan(before)
-    } finally {
-      await client.close()
-    }
+    })
   })
 
   it('reads a cookie and a version the previous release stored as data keys, and moves each when written', async () => {
-    const client = await createClient({ url: plain.url }).connect()
-    try {
+    await withClient(plain.url, async (client) => {
       const backend = redisBackend({ client, prefix: 'old:' })
       const sid = 'previous-cookie'
       const key = `old:s:${sid}`
@@ -161,14 +166,11 @@ describe('Redis memory of a session with a browser User-Agent', () => {
         { key: '__smv', value: VERSION },
       )
       expect(again).toEqual({ result: 'ok', previous: VERSION })
-    } finally {
-      await client.close()
-    }
+    })
   })
 
   it('reads an agent the previous release stored unpacked, and replaces it packed', async () => {
-    const client = await createClient({ url: plain.url }).connect()
-    try {
+    await withClient(plain.url, async (client) => {
       const backend = redisBackend({ client, prefix: 'old:' })
       const sid = 'previous-release'
       const write = createWrite({ userId: 'bob', device: { userAgent: 'Packed/1.0' } })
@@ -193,9 +195,7 @@ describe('Redis memory of a session with a browser User-Agent', () => {
       expect((await backend.get(sid))?.meta.userAgent).toBe('Resealed/2.0')
       const [relisted] = await backend.listUser('bob', Date.now())
       expect(relisted?.meta.userAgent).toBe('Resealed/2.0')
-    } finally {
-      await client.close()
-    }
+    })
   })
 
   it('a longer value of its own makes it a hashtable of nearly twice the size, except in the Redis `sessionmesh up` starts', async () => {

@@ -47,16 +47,47 @@ const COOKIE = new Dictionary([
   '2592000000',
 ])
 
-const COOKIE_FIELD = 'k'
-const VERSION_FIELD = 'v'
 /** A version as the engine makes them (base64url), in JSON: stored without its quotes. */
 const PLAIN_STRING = /^"[\w-]*"$/
 
+/** A data key stored in a short field: its stored form (`undefined`: it stays dotted), and back. */
+interface Short {
+  key: string
+  field: string
+  store(value: string): string | undefined
+  read(stored: string): string
+}
+
+const SHORT: readonly Short[] = [
+  {
+    key: 'cookie',
+    field: 'k',
+    store: (value) => COOKIE.pack(value),
+    read: (s) => COOKIE.unpack(s),
+  },
+  {
+    key: VERSION_KEY,
+    field: 'v',
+    store: (value) => (PLAIN_STRING.test(value) ? value.slice(1, -1) : undefined),
+    read: (stored) => `"${stored}"`,
+  },
+]
+
+// A scan of two entries: cheaper than a Map lookup for every field of every read.
+function byKey(key: string): Short | undefined {
+  for (const short of SHORT) if (short.key === key) return short
+  return undefined
+}
+
+function byField(name: string): Short | undefined {
+  for (const short of SHORT) if (short.field === name) return short
+  return undefined
+}
+
 /** The fields that may hold data key `key`, the one a write uses first. */
 export function namesOf(key: string): string[] {
-  if (key === 'cookie') return [COOKIE_FIELD, '.cookie']
-  if (key === VERSION_KEY) return [VERSION_FIELD, `.${VERSION_KEY}`]
-  return [`.${key}`]
+  const short = byKey(key)
+  return short ? [short.field, `.${key}`] : [`.${key}`]
 }
 
 /**
@@ -64,22 +95,17 @@ export function namesOf(key: string): string[] {
  * the first is the one a write stores (and then deletes the key's other fields).
  */
 export function formsOf(key: string, value: string): Array<[name: string, stored: string]> {
-  if (key === 'cookie')
-    return [
-      [COOKIE_FIELD, COOKIE.pack(value)],
-      ['.cookie', value],
-    ]
-  if (key === VERSION_KEY && PLAIN_STRING.test(value)) {
-    return [
-      [VERSION_FIELD, value.slice(1, -1)],
-      [`.${VERSION_KEY}`, value],
-    ]
-  }
-  return [[`.${key}`, value]]
+  const short = byKey(key)
+  const stored = short?.store(value)
+  if (short === undefined || stored === undefined) return [[`.${key}`, value]]
+  return [
+    [short.field, stored],
+    [`.${key}`, value],
+  ]
 }
 
-/** The short fields: a write that replaces the data deletes those it does not set. */
-export const SHORT_KEYS = ['cookie', VERSION_KEY] as const
+/** The keys with a short field: a write that replaces the data deletes those it does not set. */
+export const SHORT_KEYS: readonly string[] = SHORT.map((short) => short.key)
 
 /**
  * When `name` is a short field, puts the data key it holds into `fields`, as the
@@ -87,15 +113,14 @@ export const SHORT_KEYS = ['cookie', VERSION_KEY] as const
  * answers true; false for a meta field.
  */
 export function readShort(name: string, stored: string, fields: Record<string, string>): boolean {
-  if (name === COOKIE_FIELD) fields.cookie ??= COOKIE.unpack(stored)
-  else if (name === VERSION_FIELD) fields[VERSION_KEY] ??= `"${stored}"`
-  else return false
+  const short = byField(name)
+  if (short === undefined) return false
+  fields[short.key] ??= short.read(stored)
   return true
 }
 
 /** A stored value back as the codec made it, from the field `name` it was read from. */
 export function codecValue(name: string, stored: string): string {
-  if (name === COOKIE_FIELD) return COOKIE.unpack(stored)
-  if (name === VERSION_FIELD) return `"${stored}"`
-  return stored
+  const short = byField(name)
+  return short === undefined ? stored : short.read(stored)
 }
