@@ -1,6 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import type { SessionEvent } from 'sessionmesh'
-import { migratePostgres, postgresBackend } from 'sessionmesh/postgres'
+import {
+  migratePostgres,
+  type PgNamedStatement,
+  type PgPoolLike,
+  postgresBackend,
+} from 'sessionmesh/postgres'
 import { describe, expect, it } from 'vitest'
 import { backendContract, createWrite, updateWrite } from '../support/contract.js'
 import { pgDump } from '../support/dump.js'
@@ -66,10 +71,12 @@ describe('postgres backend', () => {
         }
         expect((await backend.get(id))?.fields).toEqual({ n: '2' })
       }
+      // The change events' statement names no table: one for both.
+      await expect.poll(() => names(prepared)).toHaveLength(5)
       const seen = await names(prepared)
-      expect(seen).toHaveLength(4)
       expect(seen.filter((name) => name.startsWith('sessionmesh_create_'))).toHaveLength(2)
       expect(seen.filter((name) => name.startsWith('sessionmesh_get_'))).toHaveLength(2)
+      expect(seen.filter((name) => name.startsWith('sessionmesh_notifyChanged_'))).toHaveLength(1)
 
       const unprepared = postgresBackend({
         pool: plain,
@@ -163,5 +170,107 @@ describe('postgres backend', () => {
       await other.end()
       await drop()
     }
+  })
+
+  describe('change events, sent after the commit', () => {
+    /**
+     * The statements a pool ran, by text. The first `failNotify` notify statements
+     * fail; each takes `slowNotify` ms more.
+     */
+    function recording(pool: PgPoolLike, failNotify = 0, slowNotify = 0) {
+      const texts: string[] = []
+      let failures = failNotify
+      const query = async (statement: string | PgNamedStatement, values?: unknown[]) => {
+        const text = typeof statement === 'string' ? statement : statement.text
+        texts.push(text)
+        if (text.includes('pg_notify')) {
+          await new Promise((resolve) => setTimeout(resolve, slowNotify))
+          if (failures-- > 0) throw new Error('connection lost')
+        }
+        return typeof statement === 'string' ? pool.query(statement, values) : pool.query(statement)
+      }
+      const wrapped = { query, connect: () => pool.connect() } as PgPoolLike
+      return { pool: wrapped, texts }
+    }
+
+    /** A table, a backend listening on it, and the events it heard; `run` writes with `pool`. */
+    async function listening(
+      run: (table: string, events: SessionEvent[], pool: PgPoolLike) => Promise<void>,
+    ) {
+      const { pool, schema, drop } = await pgSchema()
+      const table = `${schema}.sessions`
+      await migratePostgres(pool, { table })
+      const listener = postgresBackend({ pool, table, cleanupInterval: 0 })
+      const events: SessionEvent[] = []
+      const unsubscribe = await listener.subscribe?.((event) => events.push(event))
+      try {
+        await run(table, events, pool)
+      } finally {
+        await unsubscribe?.()
+        await drop()
+      }
+    }
+
+    it('every write is announced, in batches: no write statement notifies', async () => {
+      await listening(async (table, events, shared) => {
+        const { pool, texts } = recording(shared)
+        const writer = postgresBackend({ pool, table, cleanupInterval: 0 })
+        const ids = Array.from({ length: 200 }, sid)
+        const results = await Promise.all(ids.map((id) => writer.write(id, createWrite())))
+        expect(results.every((result) => result === 'ok')).toBe(true)
+        await expect.poll(() => new Set(events.map((e) => e.sid)).size, { timeout: 5000 }).toBe(200)
+        expect(events.every((e) => e.type === 'changed' && ids.includes(e.sid))).toBe(true)
+        const writes = texts.filter((text) => text.includes('INSERT INTO'))
+        const notifies = texts.filter((text) => text.includes('pg_notify'))
+        expect(writes).toHaveLength(200)
+        expect(writes.some((text) => text.includes('pg_notify'))).toBe(false)
+        // 200 writes in flight at once: their events share statements.
+        expect(notifies.length).toBeGreaterThan(0)
+        expect(notifies.length).toBeLessThan(50)
+        await writer.close()
+      })
+    })
+
+    it('two writes of one session in one moment are two events (PostgreSQL merges equal ones in a statement)', async () => {
+      await listening(async (table, events, shared) => {
+        // The create's event takes 200 ms to send: the updates' five wait together.
+        const { pool, texts } = recording(shared, 0, 200)
+        const notifies = () => texts.filter((text) => text.includes('pg_notify')).length
+        const writer = postgresBackend({ pool, table, cleanupInterval: 0 })
+        const id = sid()
+        expect(await writer.write(id, createWrite())).toBe('ok')
+        await new Promise((resolve) => setImmediate(resolve))
+        expect(notifies()).toBe(1)
+        const updates = Array.from({ length: 5 }, (_, i) => updateWrite({ n: String(i) }))
+        await Promise.all(updates.map((write) => writer.write(id, write)))
+        expect(notifies()).toBe(1)
+        await expect.poll(() => events.length, { timeout: 5000 }).toBe(6)
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        expect(events).toHaveLength(6)
+        await writer.close()
+      })
+    })
+
+    it('close sends the events still waiting; a failed send is tried again; a destroy comes after the change', async () => {
+      await listening(async (table, events, shared) => {
+        const { pool, texts } = recording(shared, 1)
+        const writer = postgresBackend({ pool, table, cleanupInterval: 0 })
+        const first = sid()
+        expect(await writer.write(first, createWrite())).toBe('ok')
+        // Nothing is sent yet: the batch waits for the writes of this moment.
+        expect(texts.filter((text) => text.includes('pg_notify'))).toHaveLength(0)
+        await writer.close()
+        // The first attempt failed; the second reached PostgreSQL before close returned.
+        expect(texts.filter((text) => text.includes('pg_notify'))).toHaveLength(2)
+        await expect.poll(() => events.map((e) => e.sid)).toEqual([first])
+
+        const second = sid()
+        expect(await writer.write(second, createWrite())).toBe('ok')
+        await writer.destroy(second)
+        await expect
+          .poll(() => events.filter((e) => e.sid === second).map((e) => e.type))
+          .toEqual(['changed', 'destroyed'])
+      })
+    })
   })
 })

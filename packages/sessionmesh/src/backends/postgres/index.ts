@@ -31,6 +31,7 @@ import {
   scheduleCleanup,
 } from '../sql-common.js'
 import type { PgClientLike, PgPoolLike, PgQueryable, PgResult } from './client.js'
+import { ChangeNotifier } from './notifier.js'
 import { lockKey, quote, quoteTable } from './schema.js'
 import { type Statements, statementNames, statements } from './statements.js'
 
@@ -45,11 +46,12 @@ export interface PostgresBackendOptions extends SqlBackendOptions {
   /** A node-postgres `Pool`. The backend never ends it. */
   pool: PgPoolLike
   /**
-   * Publish every change and destroy with `pg_notify`, in the same statement as the
-   * write, so that {@link SqlBackend.subscribe} works on a PostgreSQL-only deployment.
-   * NOTIFY serializes committing transactions on a database-wide lock: turn it off
-   * when nothing subscribes (no near cache, no socket binding). The tiered backend
-   * takes its events from here when this is on, from its cache otherwise.
+   * Publish every change and destroy with `pg_notify`, so that
+   * {@link SqlBackend.subscribe} works on a PostgreSQL-only deployment. A destroy
+   * notifies in its own statement; a change just after its write commits, batched
+   * with others (notifier.ts). Turn it off when nothing subscribes (no near cache,
+   * no socket binding): a write then sends nothing more. The tiered backend takes
+   * its events from here when this is on, from its cache otherwise.
    * @default true
    */
   notify?: boolean
@@ -71,8 +73,8 @@ export interface PostgresBackendOptions extends SqlBackendOptions {
 /**
  * Sessions in a PostgreSQL table, shared by every process using the same table.
  * Each write is one statement: the changed keys merged into a `jsonb` column, the
- * expiry, the user id column (the user index) and the change notification,
- * atomically, in one round trip. Create the table first with
+ * expiry and the user id column (the user index), atomically, in one round trip;
+ * its change notification follows the commit. Create the table first with
  * {@link migratePostgres} (or the SQL of {@link postgresSchema}).
  *
  * @example
@@ -94,6 +96,8 @@ class PostgresBackend implements SqlBackend {
   /** Each statement's prepared name, unless `prepare` is off. */
   readonly #names: Readonly<Record<keyof Statements, string>> | undefined
   readonly #stopCleanup: () => void
+  /** Sends the writes' `changed` events, unless `notify` is off. */
+  readonly #notifier: ChangeNotifier | undefined
 
   constructor(options: PostgresBackendOptions) {
     if (typeof options.pool?.query !== 'function' || typeof options.pool.connect !== 'function') {
@@ -106,6 +110,13 @@ class PostgresBackend implements SqlBackend {
       options.notify === false ? undefined : (options.channel ?? `${this.table}_events`)
     this.#sql = statements(quoteTable(this.table), this.#channel !== undefined)
     this.#names = options.prepare === false ? undefined : statementNames(this.#sql)
+    const channel = this.#channel
+    this.#notifier =
+      channel === undefined
+        ? undefined
+        : new ChangeNotifier((payloads) =>
+            this.#query(this.#pool, 'notifyChanged', [channel, payloads]),
+          )
     this.#stopCleanup = scheduleCleanup(
       this.#options.cleanupInterval,
       () => this.cleanup(),
@@ -125,8 +136,10 @@ class PostgresBackend implements SqlBackend {
     return row ? decodeRow(row as unknown as SessionRow) : null
   }
 
-  write(sid: string, write: SessionWrite): Promise<WriteResult> {
-    return this.#write(this.#pool, sid, write)
+  async write(sid: string, write: SessionWrite): Promise<WriteResult> {
+    const result = await this.#write(this.#pool, sid, write)
+    if (result === 'ok') this.#notifier?.changed(sid)
+    return result
   }
 
   /**
@@ -139,6 +152,8 @@ class PostgresBackend implements SqlBackend {
     write: SessionWrite,
     limit: SessionLimitRule,
   ): Promise<LimitedWriteResult> {
+    // The sessions this login may revoke get their destroy after their changes.
+    await this.#notifier?.flush()
     const client = await this.#pool.connect()
     let broken: Error | undefined
     try {
@@ -165,6 +180,7 @@ class PostgresBackend implements SqlBackend {
           await this.#destroy(client, id, said)
         }
         await client.query('COMMIT')
+        this.#notifier?.changed(sid)
         return { result: 'ok', revoked }
       } catch (error) {
         await client.query('ROLLBACK').catch(() => {})
@@ -194,7 +210,6 @@ class PostgresBackend implements SqlBackend {
     ]
     const values: unknown[] = common
     if (write.mode === 'update') values.push(JSON.stringify(resealPairs(write)))
-    if (this.#channel !== undefined) values.push(this.#channel, formatEvent('changed', sid))
     const { rows } = await this.#query(db, write.mode === 'create' ? 'create' : 'update', values)
     if (rows.length > 0) return 'ok'
     if (isLate(write.deadline)) throw new LateCallError(this.kind, 'write')
@@ -207,7 +222,8 @@ class PostgresBackend implements SqlBackend {
     return rows.length > 0 ? 'ok' : 'gone'
   }
 
-  destroy(sid: string, options: CallOptions = {}): Promise<void> {
+  async destroy(sid: string, options: CallOptions = {}): Promise<void> {
+    await this.#notifier?.flush()
     return this.#destroy(this.#pool, sid, options)
   }
 
@@ -234,6 +250,7 @@ class PostgresBackend implements SqlBackend {
   }
 
   async destroyUser(userId: string, except?: string, options: CallOptions = {}): Promise<string[]> {
+    await this.#notifier?.flush()
     const values: unknown[] = [
       userId,
       except ?? null,
@@ -361,8 +378,10 @@ class PostgresBackend implements SqlBackend {
     return isPgOutage(error)
   }
 
+  /** Stops the sweep and sends the change events still waiting. */
   async close(): Promise<void> {
     this.#stopCleanup()
+    await this.#notifier?.flush()
   }
 }
 

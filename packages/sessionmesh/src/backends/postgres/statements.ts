@@ -32,7 +32,8 @@ export function statements(t: string, notify: boolean) {
     `CASE WHEN $7::bigint > 0 THEN LEAST($6::bigint, ${created} + $7::bigint) ELSE $6::bigint END`
   // Parameters of a write: 1 id, 2 set (jsonb), 3 unset, 4 replace, 5 now,
   // 6 expiresAt, 7 maxLifetime, 8 userId, 9 user agent, 10 ip, 11 deadline,
-  // [12 reseal (update only),] then channel and payload. An update writes the
+  // [12 reseal (update only)]. A write notifies nothing itself: its `changed` event
+  // follows the commit (notifier.ts says why). An update writes the
   // device fields it is given and keeps the others, and rewrites each reseal key
   // that still holds its `from` (both: the encryption layer, after a key rotation).
   const expired = 's.expires_at <= $5::bigint'
@@ -41,8 +42,7 @@ export function statements(t: string, notify: boolean) {
       WHERE id = $1 AND fields IS NOT NULL AND expires_at > $2::bigint`,
     // An expired row (session or tombstone) is replaced as if absent; a live
     // tombstone fails the conflict's WHERE, so nothing is written and no row returns.
-    create: `WITH w AS (
-      INSERT INTO ${t} AS s (id, fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip)
+    create: `INSERT INTO ${t} AS s (id, fields, created_at, last_seen_at, expires_at, user_id, user_agent, ip)
       SELECT $1::text, $2::jsonb - $3::text[], $5::bigint, $5::bigint, ${capped('$5::bigint')},
         $8::text, $9::text, $10::text
       WHERE ${onTime(11)}
@@ -56,10 +56,8 @@ export function statements(t: string, notify: boolean) {
         expires_at = CASE WHEN ${expired} THEN EXCLUDED.expires_at ELSE ${capped('s.created_at')} END,
         user_id = EXCLUDED.user_id
       WHERE (s.fields IS NOT NULL OR ${expired}) AND ${onTime(11)}
-      RETURNING s.id
-    ) ${announce('w', 12)}`,
-    update: `WITH w AS (
-      UPDATE ${t} AS s SET
+      RETURNING s.id`,
+    update: `UPDATE ${t} AS s SET
         fields = (CASE WHEN $4::boolean THEN $2::jsonb ELSE s.fields || $2::jsonb END - $3::text[])
           || COALESCE((SELECT jsonb_object_agg(r.key, r.value->1) FROM jsonb_each($12::jsonb) r
             WHERE s.fields->r.key = r.value->0), '{}'::jsonb),
@@ -69,8 +67,7 @@ export function statements(t: string, notify: boolean) {
         user_agent = COALESCE($9::text, s.user_agent),
         ip = COALESCE($10::text, s.ip)
       WHERE s.id = $1 AND s.fields IS NOT NULL AND s.expires_at > $5::bigint AND ${onTime(11)}
-      RETURNING s.id
-    ) ${announce('w', 13)}`,
+      RETURNING s.id`,
     // Parameters: 1 id, 2 now, 3 expiresAt, 4 maxLifetime.
     touch: `UPDATE ${t} SET last_seen_at = $2::bigint,
         expires_at = CASE WHEN $4::bigint > 0 THEN LEAST($3::bigint, created_at + $4::bigint) ELSE $3::bigint END
@@ -108,6 +105,8 @@ export function statements(t: string, notify: boolean) {
         ? `, pg_notify($6::text, json_strip_nulls(json_build_object('v', 1, 'type', 'destroyed', 'sid', id, 'reason', $7::text, 'by', $8::text))::text)`
         : ''
     } FROM d`,
+    // Parameters: 1 channel, 2 the events' payloads (text[]).
+    notifyChanged: 'SELECT pg_notify($1::text, p) FROM unnest($2::text[]) AS p',
     count: `SELECT count(*) AS n FROM ${t} WHERE fields IS NOT NULL AND expires_at > $1::bigint`,
     ids: `SELECT id FROM ${t} WHERE fields IS NOT NULL AND expires_at > $1::bigint`,
     clear: `DELETE FROM ${t}`,
