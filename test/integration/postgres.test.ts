@@ -231,9 +231,9 @@ describe('postgres backend', () => {
       })
     })
 
-    it('two writes of one session in one moment are two events (PostgreSQL merges equal ones in a statement)', async () => {
+    it('writes of one session sent in one statement are one event each (PostgreSQL merges equal payloads)', async () => {
       await listening(async (table, events, shared) => {
-        // The create's event takes 200 ms to send: the updates' five wait together.
+        // The create's event takes 200 ms to send: the five updates' events wait, and go together.
         const { pool, texts } = recording(shared, 0, 200)
         const notifies = () => texts.filter((text) => text.includes('pg_notify')).length
         const writer = postgresBackend({ pool, table, cleanupInterval: 0 })
@@ -247,6 +247,7 @@ describe('postgres backend', () => {
         await expect.poll(() => events.length, { timeout: 5000 }).toBe(6)
         await new Promise((resolve) => setTimeout(resolve, 300))
         expect(events).toHaveLength(6)
+        expect(notifies()).toBe(2)
         await writer.close()
       })
     })

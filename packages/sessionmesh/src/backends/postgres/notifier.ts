@@ -73,7 +73,7 @@ export class ChangeNotifier {
 
   async #drain(): Promise<void> {
     while (this.#queue.length > 0) {
-      await this.#sendBatch(this.#take())
+      await this.#sendBatch(this.#queue.splice(0, BATCH))
       const from = this.#pendingFrom()
       this.#waiting = this.#waiting.filter((waiter) => {
         if (waiter.upTo >= from) return true
@@ -84,26 +84,14 @@ export class ChangeNotifier {
     this.#running = false
   }
 
-  /**
-   * The next batch: distinct sessions only. PostgreSQL delivers identical payloads
-   * of one transaction once, and each write's event must arrive (a near cache
-   * counts the echoes of its own writes), so a second event for one session waits
-   * for the next batch. What waits keeps its order.
-   */
-  #take(): string[] {
-    const batch = new Set<string>()
-    const later: Array<{ sid: string; seq: number }> = []
-    for (const event of this.#queue) {
-      if (batch.size < BATCH && !batch.has(event.sid)) batch.add(event.sid)
-      else later.push(event)
-    }
-    this.#queue = later
-    return [...batch]
-  }
-
   /** Sends one batch, trying again a few times; never throws. */
-  async #sendBatch(sids: string[]): Promise<void> {
-    const payloads = sids.map((sid) => formatEvent('changed', sid))
+  async #sendBatch(events: Array<{ sid: string; seq: number }>): Promise<void> {
+    // Each payload carries its event's number ("n", which readers ignore):
+    // PostgreSQL delivers equal payloads of one transaction once, and each write's
+    // event must arrive (a near cache counts the echoes of its own writes).
+    const payloads = events.map(
+      ({ sid, seq }) => `${formatEvent('changed', sid).slice(0, -1)},"n":${seq}}`,
+    )
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#send(payloads)
