@@ -174,8 +174,8 @@ describe('postgres backend', () => {
 
   describe('change events, sent after the commit', () => {
     /**
-     * The statements a pool ran, by text. The first `failNotify` notify statements
-     * fail; each takes `slowNotify` ms more.
+     * The statements a pool ran, by text. The first `failNotify` statements of
+     * change events (the only ones with `unnest`) fail; each takes `slowNotify` ms more.
      */
     function recording(pool: PgPoolLike, failNotify = 0, slowNotify = 0) {
       const texts: string[] = []
@@ -183,7 +183,7 @@ describe('postgres backend', () => {
       const query = async (statement: string | PgNamedStatement, values?: unknown[]) => {
         const text = typeof statement === 'string' ? statement : statement.text
         texts.push(text)
-        if (text.includes('pg_notify')) {
+        if (text.includes('unnest(')) {
           await new Promise((resolve) => setTimeout(resolve, slowNotify))
           if (failures-- > 0) throw new Error('connection lost')
         }
@@ -248,6 +248,23 @@ describe('postgres backend', () => {
         await new Promise((resolve) => setTimeout(resolve, 300))
         expect(events).toHaveLength(6)
         expect(notifies()).toBe(2)
+        await writer.close()
+      })
+    })
+
+    it('a destroy waits for a change event already on its way', async () => {
+      await listening(async (table, events, shared) => {
+        // The change's statement takes 200 ms: it has left the queue when the destroy comes.
+        const { pool, texts } = recording(shared, 0, 200)
+        const writer = postgresBackend({ pool, table, cleanupInterval: 0 })
+        const id = sid()
+        expect(await writer.write(id, createWrite())).toBe('ok')
+        await new Promise((resolve) => setImmediate(resolve))
+        expect(texts.filter((text) => text.includes('pg_notify'))).toHaveLength(1)
+        await writer.destroy(id)
+        await expect
+          .poll(() => events.filter((e) => e.sid === id).map((e) => e.type))
+          .toEqual(['changed', 'destroyed'])
         await writer.close()
       })
     })

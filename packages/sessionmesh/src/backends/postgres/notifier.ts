@@ -33,6 +33,8 @@ export class ChangeNotifier {
   /** Events not sent yet, in write order: the session and the event's number. */
   #queue: Array<{ sid: string; seq: number }> = []
   #seq = 0
+  /** Every event up to this number has been sent (or given up on). */
+  #sent = 0
   #running = false
   /** Callers of {@link flush}, each waiting for the events up to its number. */
   #waiting: Array<{ upTo: number; resolve: () => void }> = []
@@ -62,21 +64,18 @@ export class ChangeNotifier {
    * its calls.
    */
   flush(): Promise<void> {
-    if (this.#pendingFrom() > this.#seq) return Promise.resolve()
+    if (this.#sent >= this.#seq) return Promise.resolve()
     return new Promise((resolve) => this.#waiting.push({ upTo: this.#seq, resolve }))
-  }
-
-  /** The number of the oldest event not sent yet (past the last one when none is). */
-  #pendingFrom(): number {
-    return this.#queue[0]?.seq ?? this.#seq + 1
   }
 
   async #drain(): Promise<void> {
     while (this.#queue.length > 0) {
-      await this.#sendBatch(this.#queue.splice(0, BATCH))
-      const from = this.#pendingFrom()
+      const batch = this.#queue.splice(0, BATCH)
+      await this.#sendBatch(batch)
+      // Batches leave in order: everything up to this batch's last event is out.
+      this.#sent = batch[batch.length - 1]?.seq ?? this.#sent
       this.#waiting = this.#waiting.filter((waiter) => {
-        if (waiter.upTo >= from) return true
+        if (waiter.upTo > this.#sent) return true
         waiter.resolve()
         return false
       })
